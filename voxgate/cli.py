@@ -1,0 +1,144 @@
+"""The ``voxgate`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from voxgate.core.audio import read_wav, resample, write_wav
+from voxgate.core.config import Settings, load_settings
+from voxgate.core.errors import VoxgateError
+from voxgate.core.events import TurnTimings
+from voxgate.models import ModelStore
+from voxgate.pipeline import TurnSession, load_engines
+from voxgate.pipeline.drive import spoken_turn
+
+app = typer.Typer(help="voxgate: a self-hosted voice-AI gateway.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (or $VOXGATE_CONFIG).")
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except VoxgateError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def talk(
+    question: Annotated[Path, typer.Argument(help="A WAV file (16-bit PCM) with the question.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the reply here.")
+    ] = None,
+    realtime: Annotated[
+        bool, typer.Option(help="Send the audio at real-time pace, as a device would.")
+    ] = True,
+    config: ConfigOption = None,
+) -> None:
+    """One spoken turn, locally: transcript, reply and where the time went."""
+    settings = _settings(config)
+    try:
+        samples, rate = read_wav(question)
+        started = time.perf_counter()
+        engines = load_engines(settings, ModelStore(settings.models_dir))
+    except VoxgateError as exc:
+        _fail(str(exc))
+    console.print(f"engines ready in {time.perf_counter() - started:.1f} s")
+    output_rate = engines.tts.sample_rate_hz
+
+    async def run() -> None:
+        session = TurnSession(
+            engines, settings.turn, settings.character, output_rate_hz=output_rate
+        )
+        result = await spoken_turn(session, samples, rate, realtime=realtime)
+        await session.close()
+        for error in result.errors:
+            err_console.print(f"[yellow]{error.code}[/]: {error.message}")
+        if not result.transcript:
+            _fail("no speech heard in the clip")
+        console.print(f"[bold]you said:[/] {result.transcript}")
+        console.print(f"[bold]reply:[/]    {result.reply_text}")
+        if result.timings is not None:
+            console.print(timings_table(result.timings))
+        if output is not None and result.audio:
+            write_wav(output, result.pcm, result.sample_rate_hz)
+            console.print(f"reply audio written to {output}")
+
+    try:
+        asyncio.run(run())
+    finally:
+        engines.close()
+
+
+def timings_table(timings: TurnTimings) -> Table:
+    table = Table("stage", "ms", title="where the time went")
+    for name in TurnTimings.__dataclass_fields__:
+        value = getattr(timings, name)
+        if name == "speculative":
+            table.add_row(name, "yes" if value else "no")
+        else:
+            table.add_row(
+                name.removesuffix("_ms").replace("_", " "), "-" if value is None else f"{value:.0f}"
+            )
+    return table
+
+
+@app.command()
+def models(
+    prepare: Annotated[bool, typer.Option(help="Prepare the default models now.")] = False,
+    verify: Annotated[bool, typer.Option(help="Re-hash every prepared model.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """The embedded models: what they are, where, how big, prepared or not."""
+    settings = _settings(config)
+    store = ModelStore(settings.models_dir)
+    try:
+        if prepare:
+            store.prepare_defaults()
+        if verify:
+            for status in store.statuses():
+                if status.prepared:
+                    store.verify(status.spec.name)
+    except VoxgateError as exc:
+        _fail(str(exc))
+    table = Table("name", "kind", "default", "size", "prepared", "licence", "path / problem")
+    for status in store.statuses():
+        spec = status.spec
+        table.add_row(
+            spec.name,
+            spec.kind,
+            "yes" if spec.default else "",
+            f"{status.size_bytes / 1e6:.0f} MB",
+            "[green]yes[/]" if status.prepared else "[yellow]no[/]",
+            spec.license,
+            status.problem or str(status.path),
+        )
+    console.print(table)
+    console.print(f"cache: {store.cache_dir}")
+
+
+@app.command()
+def sample_path() -> None:
+    """Print the path of the shipped sample question (a WAV)."""
+    console.print(str(SAMPLE_QUESTION))
+
+
+SAMPLE_QUESTION = Path(__file__).parent / "samples" / "question.wav"
+
+__all__ = ["app", "resample"]

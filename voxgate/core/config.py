@@ -1,0 +1,154 @@
+"""Typed configuration, read once at start and passed down as objects.
+
+Sources, strongest first: arguments given in code, environment variables (``VOXGATE_`` prefix,
+``__`` between section and key, e.g. ``VOXGATE_LLM__PROVIDER=openai``), a TOML config file, defaults.
+Each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from voxgate.core.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "voxgate"
+
+
+class VADSettings(BaseModel):
+    provider: str = "silero"
+    model: str = "silero-vad"
+    """A name from ``voxgate models`` or a path to an ONNX file."""
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """Speech probability above which a chunk counts as speech."""
+
+
+class STTSettings(BaseModel):
+    provider: str = "faster-whisper"
+    model: str = "whisper-tiny-en"
+    """A name from ``voxgate models`` or a path to a CTranslate2 Whisper directory."""
+    language: str | None = "en"
+    compute_type: str = "int8"
+    beam_size: int = Field(1, ge=1)
+    threads: int = Field(2, ge=1)
+    max_concurrent: int = Field(1, ge=1)
+    """Transcriptions running at once; more sessions queue in arrival order."""
+
+
+class LLMSettings(BaseModel):
+    provider: str = "llamacpp"
+    model: str = "qwen2.5-0.5b-instruct"
+    """llamacpp: a name from ``voxgate models`` or a path to a GGUF file. openai: the model id."""
+    base_url: str | None = None
+    """openai provider: the server's base URL, e.g. ``http://localhost:11434/v1`` for Ollama."""
+    api_key: SecretStr | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    max_tokens: int = Field(150, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    context_tokens: int = Field(2048, ge=256)
+    threads: int = Field(2, ge=1)
+    max_concurrent: int = Field(1, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class TTSSettings(BaseModel):
+    provider: str = "piper"
+    voice: str = "en_US-joe-medium"
+    """A name from ``voxgate models`` or a path to a Piper ``.onnx`` voice (its ``.onnx.json`` beside)."""
+    length_scale: float = Field(1.0, gt=0)
+    """Above 1 speaks slower, below 1 faster."""
+    max_concurrent: int = Field(1, ge=1)
+
+
+class TurnSettings(BaseModel):
+    end_of_turn_silence_ms: int = Field(500, ge=100)
+    """Trailing silence after which the user's turn is over."""
+    speculative_start_ms: int | None = Field(160, ge=32)
+    """Silence after which transcription and the reply start while still waiting for the end of the
+    turn; discarded if the user goes on. ``None`` waits for the end of the turn."""
+    min_speech_ms: int = Field(96, ge=32)
+    """Speech shorter than this (a click, a cough) does not start a turn."""
+    pre_roll_ms: int = Field(300, ge=0)
+    """Audio kept from before the VAD fired, so the first syllable is not cut."""
+    max_utterance_ms: int = Field(30_000, ge=1_000)
+    """A monologue longer than this is cut into turns."""
+    barge_in: bool = True
+    barge_in_min_speech_ms: int = Field(200, ge=32)
+    partial_transcripts: bool = False
+    """Transcribe while the user is still talking (costs CPU the final transcript may wait for)."""
+    partial_interval_ms: int = Field(1000, ge=200)
+    max_history_turns: int = Field(20, ge=0)
+    first_clause_min_words: int = Field(4, ge=1)
+    """The first piece of a reply goes to TTS at a comma once it has this many words."""
+    empty_reply_text: str = "Sorry, I don't have an answer to that."
+
+
+class CharacterSettings(BaseModel):
+    name: str = "Vox"
+    system_prompt: str = (
+        "You are Vox, a friendly voice assistant. Your words are spoken aloud, so answer in one "
+        "or two short, plain sentences, without lists, markdown or emojis."
+    )
+    first_message: str | None = None
+    """Spoken as the greeting when the session starts."""
+    greeting_prompt: str | None = None
+    """Without ``first_message``: an instruction for the LLM to write the greeting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOXGATE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where prepared models (``models/``) and other state live."""
+    log_level: str = "INFO"
+    vad: VADSettings = Field(default_factory=VADSettings)
+    stt: STTSettings = Field(default_factory=STTSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    tts: TTSSettings = Field(default_factory=TTSSettings)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    character: CharacterSettings = Field(default_factory=CharacterSettings)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file comes from model_config, set by load_settings on a subclass.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the configuration once: ``config_file`` (TOML) if given, else ``$VOXGATE_CONFIG``."""
+    if config_file is None and os.environ.get("VOXGATE_CONFIG"):
+        config_file = Path(os.environ["VOXGATE_CONFIG"])
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return FileSettings(**overrides)

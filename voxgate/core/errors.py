@@ -1,0 +1,50 @@
+"""A small error hierarchy: every failure voxgate reports carries a machine-readable code."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Codes sent to consumers in :class:`voxgate.core.events.ErrorEvent`."""
+
+    BAD_AUDIO = "bad_audio"
+    NO_SPEECH = "no_speech"
+    STT_FAILED = "stt_failed"
+    LLM_FAILED = "llm_failed"
+    LLM_EMPTY = "llm_empty"
+    TTS_FAILED = "tts_failed"
+    UTTERANCE_TOO_LONG = "utterance_too_long"
+    BAD_REQUEST = "bad_request"
+    INTERNAL = "internal"
+
+
+class VoxgateError(Exception):
+    """Base of every error voxgate raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+
+class ConfigError(VoxgateError):
+    """The configuration names something that does not exist or cannot work."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class ModelError(VoxgateError):
+    """A model is missing, corrupt or cannot be prepared; the message says which package to install."""
+
+
+class AudioFormatError(VoxgateError):
+    """Audio that cannot be understood (bad rate, unreadable file)."""
+
+    code = ErrorCode.BAD_AUDIO
+
+
+class ProviderError(VoxgateError):
+    """An engine (VAD, STT, LLM, TTS) failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, code: ErrorCode, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable

@@ -1,0 +1,116 @@
+"""The loaded engines, shared by every session, each behind a fair concurrency limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from voxgate.core import registry
+from voxgate.core.capabilities import (
+    ChatMessage,
+    Float32Array,
+    Int16Array,
+    LanguageModel,
+    ModelResolver,
+    SpeechToText,
+    TextToSpeech,
+    VADStream,
+    VoiceActivityDetector,
+)
+from voxgate.core.config import Settings
+
+
+class LimitedSTT:
+    """At most ``limit`` transcriptions at once; asyncio.Semaphore queues waiters first come,
+    first served, so sessions take turns instead of thrashing the CPU."""
+
+    def __init__(self, inner: SpeechToText, limit: int) -> None:
+        self.inner = inner
+        self.sample_rate_hz = inner.sample_rate_hz
+        self._slots = asyncio.Semaphore(limit)
+
+    async def transcribe(self, audio: Float32Array) -> str:
+        async with self._slots:
+            return await self.inner.transcribe(audio)
+
+
+class LimitedLLM:
+    def __init__(self, inner: LanguageModel, limit: int) -> None:
+        self.inner = inner
+        self._slots = asyncio.Semaphore(limit)
+
+    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        async with self._slots:
+            pieces = self.inner.stream_reply(messages)
+            try:
+                async for piece in pieces:
+                    yield piece
+            finally:
+                await _close(pieces)
+
+
+class LimitedTTS:
+    def __init__(self, inner: TextToSpeech, limit: int) -> None:
+        self.inner = inner
+        self.sample_rate_hz = inner.sample_rate_hz
+        self._slots = asyncio.Semaphore(limit)
+
+    async def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+        async with self._slots:
+            chunks = self.inner.synthesize(text)
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await _close(chunks)
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+@dataclass
+class Engines:
+    vad: VoiceActivityDetector
+    stt: SpeechToText
+    llm: LanguageModel
+    tts: TextToSpeech
+    # VAD is cheap (~0.2 ms a chunk) but frequent: one thread of its own keeps it off the event
+    # loop without queueing behind a transcription in the default pool.
+    _vad_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="voxgate-vad")
+    )
+
+    async def speech_probabilities(self, stream: VADStream, chunks: Float32Array) -> Float32Array:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._vad_thread, stream.speech_probabilities, chunks)
+
+    def close(self) -> None:
+        self._vad_thread.shutdown(wait=False)
+
+
+def load_engines(settings: Settings, models: ModelResolver) -> Engines:
+    """Load every configured engine once (in parallel: the loads are mostly I/O and native code)."""
+    sections: dict[str, Any] = {
+        "vad": settings.vad,
+        "stt": settings.stt,
+        "llm": settings.llm,
+        "tts": settings.tts,
+    }
+    with ThreadPoolExecutor(len(sections), thread_name_prefix="voxgate-load") as pool:
+        futures = {
+            capability: pool.submit(registry.factory(capability, section.provider), section, models)
+            for capability, section in sections.items()
+        }
+        loaded = {capability: future.result() for capability, future in futures.items()}
+    return Engines(
+        vad=loaded["vad"],
+        stt=LimitedSTT(loaded["stt"], settings.stt.max_concurrent),
+        llm=LimitedLLM(loaded["llm"], settings.llm.max_concurrent),
+        tts=LimitedTTS(loaded["tts"], settings.tts.max_concurrent),
+    )

@@ -1,0 +1,46 @@
+"""The conversation so far, as the LLM sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voxgate.core.capabilities import ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    user_text: str | None
+    """None for a turn the assistant started (the greeting)."""
+    assistant_text: str
+    """What the user heard: cut short when they interrupted."""
+    interrupted: bool = False
+
+
+class Conversation:
+    """Owned by one session; keeps the last ``max_turns`` exchanges for the prompt."""
+
+    def __init__(self, max_turns: int = 20) -> None:
+        self.max_turns = max_turns
+        self.exchanges: list[Exchange] = []
+
+    def record(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+
+    def messages(self, system_prompt: str, user_text: str | None = None) -> list[ChatMessage]:
+        messages = [ChatMessage("system", system_prompt)]
+        recent = self.exchanges[-self.max_turns :] if self.max_turns else []
+        for exchange in recent:
+            if exchange.user_text is not None:
+                messages.append(ChatMessage("user", exchange.user_text))
+            if exchange.assistant_text:
+                messages.append(ChatMessage("assistant", exchange.assistant_text))
+        if user_text is not None:
+            messages.append(ChatMessage("user", user_text))
+        return messages
+
+    def amend_last(self, exchange: Exchange) -> None:
+        """Replace the newest exchange (a reply cut short after it was recorded)."""
+        if self.exchanges:
+            self.exchanges[-1] = exchange
+        else:
+            self.exchanges.append(exchange)

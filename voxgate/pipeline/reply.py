@@ -1,0 +1,299 @@
+"""One assistant reply: transcript → LLM (streamed) → sentences → TTS → audio events.
+
+A reply may start speculatively, during the end-of-turn silence wait: its events are held until
+the session commits it, and dropped if the user goes on talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxgate.core.audio import resample
+from voxgate.core.capabilities import ChatMessage, Float32Array
+from voxgate.core.config import CharacterSettings, TurnSettings
+from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.core.events import (
+    ErrorEvent,
+    Event,
+    Interrupted,
+    ReplyAudio,
+    ReplyStarted,
+    ReplyTextDelta,
+    Transcript,
+    TurnDone,
+    TurnTimings,
+)
+from voxgate.pipeline.engines import Engines
+from voxgate.pipeline.history import Conversation, Exchange
+from voxgate.pipeline.playout import Playout
+from voxgate.pipeline.sentences import SentenceSplitter, speakable
+
+Clock = Callable[[], float]
+"""Seconds on a monotonic clock."""
+
+ERROR_REPLY_TEXT = "Sorry, I can't answer right now."
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRequest:
+    turn_id: int
+    audio: Float32Array | None = None
+    """A spoken turn: the utterance at the STT's rate."""
+    text: str | None = None
+    """A typed turn, or the fixed greeting when ``greeting`` is set."""
+    speech_end_at: float | None = None
+    """Clock time of the last voiced sample (spoken turns)."""
+    greeting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    engines: Engines
+    turn: TurnSettings
+    character: CharacterSettings
+    history: Conversation
+    output_rate_hz: int
+    sink: Callable[[Event], None]
+    clock: Clock = time.perf_counter
+
+
+class ReplyRun:
+    def __init__(self, request: ReplyRequest, context: ReplyContext, *, committed: bool) -> None:
+        self.request = request
+        self._ctx = context
+        self.playout = Playout()
+        self.user_text: str | None = request.text if not request.greeting else None
+        self.closed = False
+        self._held: list[Event] = []
+        self._committed_at: float | None = context.clock() if committed else None
+        self._committed = asyncio.Event()
+        if committed:
+            self._committed.set()
+        self._spoken: list[str] = []
+        self._recorded = False
+        self._done_sent = False
+        self._stamps: dict[str, float] = {}
+        self._created_at = context.clock()
+        self.task = asyncio.create_task(self._run(), name=f"voxgate-reply-{request.turn_id}")
+
+    @property
+    def committed(self) -> bool:
+        return self._committed.is_set()
+
+    def commit(self) -> None:
+        if self.closed or self.committed:
+            return
+        self._committed_at = self._ctx.clock()
+        self._committed.set()
+        held, self._held = self._held, []
+        for event in held:
+            self._forward(event)
+
+    def abandon(self) -> None:
+        """A speculative reply whose turn went on: forget it without a trace."""
+        self.closed = True
+        self.task.cancel()
+
+    def active(self) -> bool:
+        """Still being produced or (as far as we know) still playing."""
+        if self.closed or not self.committed:
+            return False
+        return not self.task.done() or not self.playout.finished(self._ctx.clock())
+
+    def report_playout(self, played_ms: float) -> None:
+        self.playout.report(played_ms)
+
+    def interrupt(self) -> None:
+        """Barge-in: stop now and remember only what the user heard."""
+        if self.closed:
+            return
+        self.closed = True
+        self.task.cancel()
+        if not self.committed:
+            return
+        heard = self.playout.heard_text(self._ctx.clock())
+        exchange = Exchange(self.user_text, heard, interrupted=True)
+        if self._recorded:
+            self._ctx.history.amend_last(exchange)
+        elif self.user_text is not None or self.request.greeting:
+            self._ctx.history.record(exchange)
+        self._ctx.sink(Interrupted(self.request.turn_id, heard))
+        if not self._done_sent:
+            self._send_done(heard, interrupted=True)
+
+    # -- the work -------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if self.closed:
+            return
+        if self.committed:
+            self._forward(event)
+        else:
+            self._held.append(event)
+
+    def _forward(self, event: Event) -> None:
+        if isinstance(event, ReplyAudio):
+            self.playout.add_audio(
+                event.sentence_index, event.sentence_text, event.duration_ms, self._ctx.clock()
+            )
+        self._ctx.sink(event)
+
+    def _stamp(self, name: str) -> None:
+        self._stamps.setdefault(name, self._ctx.clock())
+
+    async def _run(self) -> None:
+        request = self.request
+        if request.audio is not None:
+            text = await self._transcribe(request.audio)
+            if text is None:
+                return
+            self.user_text = text
+        messages = self._messages()
+        self._emit(ReplyStarted(request.turn_id))
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(self._speak(sentences))
+        try:
+            if messages is None:  # a fixed greeting: nothing to ask the LLM
+                await sentences.put(speakable(request.text or ""))
+            else:
+                await self._think(messages, sentences)
+            await sentences.put(None)
+            await speaker
+        finally:
+            speaker.cancel()
+        await self._committed.wait()
+        reply_text = " ".join(self._spoken)
+        self._ctx.history.record(Exchange(self.user_text, reply_text))
+        self._recorded = True
+        self._send_done(reply_text, interrupted=False)
+
+    async def _transcribe(self, audio: Float32Array) -> str | None:
+        started = self._ctx.clock()
+        try:
+            text = (await self._ctx.engines.stt.transcribe(audio)).strip()
+        except ProviderError as exc:
+            await self._fail(ErrorEvent(exc.code, str(exc), self.request.turn_id))
+            return None
+        self._stamps["stt"] = (self._ctx.clock() - started) * 1000.0
+        if not text:
+            await self._fail(ErrorEvent(ErrorCode.NO_SPEECH, "heard nothing intelligible"))
+            return None
+        self._emit(Transcript(text, final=True))
+        return text
+
+    async def _fail(self, error: ErrorEvent) -> None:
+        """End the turn without a reply; the error goes out once the turn is committed."""
+        self._emit(error)
+        await self._committed.wait()
+        self.closed = True
+
+    def _messages(self) -> list[ChatMessage] | None:
+        character = self._ctx.character
+        history = self._ctx.history
+        if not self.request.greeting:
+            return history.messages(character.system_prompt, self.user_text)
+        if self.request.text:
+            return None
+        return [
+            ChatMessage("system", character.system_prompt),
+            ChatMessage(
+                "user", character.greeting_prompt or "Greet the user in one short sentence."
+            ),
+        ]
+
+    async def _think(
+        self, messages: list[ChatMessage], sentences: asyncio.Queue[str | None]
+    ) -> None:
+        splitter = SentenceSplitter(self._ctx.turn.first_clause_min_words)
+        self._stamp("llm_start")
+        wrote_any = False
+        try:
+            async for delta in self._ctx.engines.llm.stream_reply(messages):
+                self._stamp("llm_first_token")
+                wrote_any = wrote_any or bool(delta.strip())
+                self._emit(ReplyTextDelta(self.request.turn_id, delta))
+                for sentence in splitter.push(delta):
+                    self._stamp("first_sentence")
+                    await sentences.put(sentence)
+        except ProviderError as exc:
+            self._emit(ErrorEvent(exc.code, str(exc), self.request.turn_id))
+            if not wrote_any:
+                await sentences.put(ERROR_REPLY_TEXT)
+                return
+        for sentence in splitter.flush():
+            self._stamp("first_sentence")
+            await sentences.put(sentence)
+        if not wrote_any:
+            self._emit(
+                ErrorEvent(ErrorCode.LLM_EMPTY, "the LLM returned no text", self.request.turn_id)
+            )
+            await sentences.put(self._ctx.turn.empty_reply_text)
+
+    async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        tts = self._ctx.engines.tts
+        index = 0
+        while (sentence := await sentences.get()) is not None:
+            if not sentence:
+                continue
+            self._stamp("tts_start")
+            first_chunk = True
+            try:
+                async for audio in tts.synthesize(sentence):
+                    self._stamp("first_audio")
+                    pcm = resample(audio, tts.sample_rate_hz, self._ctx.output_rate_hz)
+                    self._emit(
+                        ReplyAudio(
+                            turn_id=self.request.turn_id,
+                            sentence_index=index,
+                            sentence_text=sentence,
+                            sentence_start=first_chunk,
+                            pcm=np.ascontiguousarray(pcm, dtype="<i2").tobytes(),
+                            sample_rate_hz=self._ctx.output_rate_hz,
+                        )
+                    )
+                    first_chunk = False
+            except ProviderError as exc:
+                self._emit(ErrorEvent(exc.code, str(exc), self.request.turn_id))
+                continue
+            self._spoken.append(sentence)
+            index += 1
+
+    def _send_done(self, reply_text: str, *, interrupted: bool) -> None:
+        self._done_sent = True
+        self._ctx.sink(
+            TurnDone(
+                turn_id=self.request.turn_id,
+                user_text=self.user_text or "",
+                reply_text=reply_text,
+                interrupted=interrupted,
+                timings=self._timings(),
+            )
+        )
+
+    def _timings(self) -> TurnTimings:
+        s = self._stamps
+
+        def between(start: float | None, end: float | None) -> float | None:
+            if start is None or end is None:
+                return None
+            return round((end - start) * 1000.0, 1)
+
+        committed = self._committed_at
+        first_audio = s.get("first_audio")
+        heard_at = max(first_audio, committed) if first_audio and committed else None
+        speech_end = self.request.speech_end_at
+        return TurnTimings(
+            end_of_turn_wait_ms=between(speech_end, committed),
+            stt_ms=round(s["stt"], 1) if "stt" in s else None,
+            llm_first_token_ms=between(s.get("llm_start"), s.get("llm_first_token")),
+            first_sentence_ms=between(s.get("llm_start"), s.get("first_sentence")),
+            tts_first_audio_ms=between(s.get("tts_start"), first_audio),
+            speech_end_to_first_audio_ms=between(speech_end, heard_at),
+            turn_end_to_first_audio_ms=between(committed, heard_at),
+            speculative=committed is not None and self._created_at < committed,
+        )

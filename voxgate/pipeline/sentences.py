@@ -1,0 +1,88 @@
+"""Cuts streamed LLM text into pieces worth speaking, as early as they are complete."""
+
+from __future__ import annotations
+
+import re
+
+# A sentence ends at . ! ? (or …) plus closing quotes/brackets, followed by whitespace; or a newline.
+_SENTENCE_END = re.compile(r"""[.!?…]+["')\]]*\s+|\n+""")
+_CLAUSE_END = re.compile(r"[,;:—]\s+")
+_ABBREVIATIONS = frozenset(
+    {
+        "mr.",
+        "mrs.",
+        "ms.",
+        "dr.",
+        "st.",
+        "vs.",
+        "etc.",
+        "e.g.",
+        "i.e.",
+        "prof.",
+        "no.",
+        "jr.",
+        "sr.",
+    }
+)
+# Markdown and other marks that TTS would read aloud or choke on.
+_UNSPEAKABLE = re.compile(r"[*_#`~|<>\[\]{}]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
+
+
+def speakable(text: str) -> str:
+    """Text with markdown marks and emoji removed and whitespace collapsed."""
+    return " ".join(_UNSPEAKABLE.sub("", text).split())
+
+
+class SentenceSplitter:
+    """Feed text deltas, get complete sentences back.
+
+    The first piece of a reply may be a clause: once it has ``first_clause_min_words`` words and
+    reaches a comma, it goes to TTS, because the user waits for the first audio, not the first
+    full stop.
+    """
+
+    def __init__(self, first_clause_min_words: int = 4) -> None:
+        self._buffer = ""
+        self._first_clause_min_words = first_clause_min_words
+        self._emitted_any = False
+
+    def push(self, delta: str) -> list[str]:
+        self._buffer += delta
+        pieces: list[str] = []
+        while True:
+            piece = self._next_piece()
+            if piece is None:
+                return pieces
+            if piece:
+                pieces.append(piece)
+                self._emitted_any = True
+
+    def flush(self) -> list[str]:
+        rest = speakable(self._buffer)
+        self._buffer = ""
+        if rest:
+            self._emitted_any = True
+            return [rest]
+        return []
+
+    def _next_piece(self) -> str | None:
+        start = 0
+        while True:
+            match = _SENTENCE_END.search(self._buffer, start)
+            if match is None:
+                break
+            candidate = self._buffer[: match.start()]
+            last_word = candidate.rsplit(maxsplit=1)[-1].lower() + "." if candidate.strip() else ""
+            if match.group().startswith(".") and last_word.rstrip(".") + "." in _ABBREVIATIONS:
+                start = match.end()
+                continue
+            return self._take(match.end())
+        if not self._emitted_any:
+            for clause in _CLAUSE_END.finditer(self._buffer):
+                if len(self._buffer[: clause.start()].split()) >= self._first_clause_min_words:
+                    return self._take(clause.end())
+        return None
+
+    def _take(self, end: int) -> str:
+        piece, self._buffer = self._buffer[:end], self._buffer[end:]
+        return speakable(piece)

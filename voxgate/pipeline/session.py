@@ -1,0 +1,244 @@
+"""The per-connection turn engine. It owns the conversation state; transports feed it and read
+its events."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator
+
+from voxgate.core.config import CharacterSettings, TurnSettings
+from voxgate.core.errors import AudioFormatError, ErrorCode
+from voxgate.core.events import ErrorEvent, Event, SpeechStarted, SpeechStopped
+from voxgate.pipeline.audio_input import AudioInput, UtteranceRecorder
+from voxgate.pipeline.endpointing import (
+    Decision,
+    Endpointer,
+    EndpointerConfig,
+    SpeechBegan,
+    SpeechPaused,
+    SpeechResumed,
+    TurnEnded,
+)
+from voxgate.pipeline.engines import Engines
+from voxgate.pipeline.history import Conversation
+from voxgate.pipeline.reply import Clock, ReplyContext, ReplyRequest, ReplyRun
+
+
+class TurnSession:
+    """Audio and text in, :mod:`voxgate.core.events` out, one turn after another.
+
+    Feed PCM16 frames with :meth:`push_audio` (any size, any rate) or typed text with
+    :meth:`say`; read events with ``async for event in session.events()``.
+    """
+
+    def __init__(
+        self,
+        engines: Engines,
+        turn: TurnSettings,
+        character: CharacterSettings,
+        *,
+        output_rate_hz: int = 16_000,
+        history: Conversation | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self._engines = engines
+        self._turn = turn
+        self._clock = clock
+        self.history = history if history is not None else Conversation(turn.max_history_turns)
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._context = ReplyContext(
+            engines=engines,
+            turn=turn,
+            character=character,
+            history=self.history,
+            output_rate_hz=output_rate_hz,
+            sink=self._queue.put_nowait,
+            clock=clock,
+        )
+        vad = engines.vad
+        chunk_ms = vad.chunk_samples / vad.sample_rate_hz * 1000.0
+        self._chunk_ms = chunk_ms
+        self._input = AudioInput(vad.sample_rate_hz, vad.chunk_samples)
+        self._vad = vad.new_stream()
+        self._endpointer = Endpointer(
+            EndpointerConfig(
+                chunk_ms=chunk_ms,
+                threshold=0.5,
+                min_speech_ms=turn.min_speech_ms,
+                end_of_turn_silence_ms=turn.end_of_turn_silence_ms,
+                speculative_start_ms=turn.speculative_start_ms,
+                max_utterance_ms=turn.max_utterance_ms,
+            )
+        )
+        pre_roll = math.ceil((turn.pre_roll_ms + turn.min_speech_ms) / chunk_ms) + 1
+        self._recorder = UtteranceRecorder(pre_roll)
+        self._chunk_index = -1
+        self._last_voiced_at: float | None = None
+        self._started_at = clock()
+        self._turn_ids = itertools.count(1)
+        self._reply: ReplyRun | None = None
+        self._pending: ReplyRun | None = None  # speculative, not yet committed
+        self._closed = False
+
+    def set_vad_threshold(self, threshold: float) -> None:
+        cfg = self._endpointer.config
+        self._endpointer.config = EndpointerConfig(
+            cfg.chunk_ms,
+            threshold,
+            cfg.min_speech_ms,
+            cfg.end_of_turn_silence_ms,
+            cfg.speculative_start_ms,
+            cfg.max_utterance_ms,
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, in order, until the session is closed."""
+        while (event := await self._queue.get()) is not None:
+            yield event
+
+    async def next_event(self, timeout_s: float | None = None) -> Event | None:
+        """The next event, or None when the session closed (TimeoutError after ``timeout_s``)."""
+        async with asyncio.timeout(timeout_s):
+            return await self._queue.get()
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    async def push_audio(self, pcm: bytes, sample_rate_hz: int = 16_000) -> None:
+        if self._closed:
+            return
+        try:
+            chunks = self._input.push(pcm, sample_rate_hz)
+        except AudioFormatError as exc:
+            self._queue.put_nowait(ErrorEvent(ErrorCode.BAD_AUDIO, str(exc)))
+            return
+        if len(chunks) == 0:
+            return
+        probabilities = await self._engines.speech_probabilities(self._vad, chunks)
+        now = self._clock()
+        for chunk, probability in zip(chunks, probabilities, strict=True):
+            self._chunk_index += 1
+            self._recorder.add(self._chunk_index, chunk)
+            was_voiced_at = self._endpointer.voiced_ms
+            decisions = self._endpointer.feed(float(probability))
+            if self._endpointer.in_speech and self._endpointer.voiced_ms > was_voiced_at:
+                self._last_voiced_at = now
+            for decision in decisions:
+                self._decide(decision, now)
+            self._check_barge_in()
+
+    def commit_turn(self) -> None:
+        """The client says the user has finished (its own VAD, or push-to-talk released)."""
+        for decision in self._endpointer.commit():
+            self._decide(decision, self._clock())
+
+    async def say(self, text: str) -> None:
+        """A typed turn: answered like a spoken one, interrupting any reply in progress."""
+        text = text.strip()
+        if not text:
+            self._queue.put_nowait(ErrorEvent(ErrorCode.BAD_REQUEST, "empty text turn"))
+            return
+        self.interrupt()
+        self._start(ReplyRequest(next(self._turn_ids), text=text), committed=True)
+
+    async def greet(self) -> None:
+        """The assistant speaks first: the character's first message, or one the LLM writes."""
+        character = self._context.character
+        if character.first_message is None and character.greeting_prompt is None:
+            return
+        request = ReplyRequest(next(self._turn_ids), text=character.first_message, greeting=True)
+        self._start(request, committed=True)
+
+    def interrupt(self) -> None:
+        """Stop the reply in progress (a barge-in button, or the client's own VAD)."""
+        if self._reply is not None:
+            self._reply.interrupt()
+            self._reply = None
+
+    def report_playout(self, turn_id: int, played_ms: float) -> None:
+        """The consumer has played ``played_ms`` of the reply ``turn_id`` to the user."""
+        if self._reply is not None and self._reply.request.turn_id == turn_id:
+            self._reply.report_playout(played_ms)
+
+    async def wait_idle(self) -> None:
+        """Until no reply is being produced (for tools and tests that run one turn at a time)."""
+        for run in (self._pending, self._reply):
+            if run is not None:
+                await asyncio.gather(run.task, return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for run in (self._pending, self._reply):
+            if run is not None:
+                run.abandon()
+                await asyncio.gather(run.task, return_exceptions=True)
+        self._queue.put_nowait(None)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _ms(self, chunk_index: int) -> float:
+        """Session time at the start of a chunk."""
+        return round(chunk_index * self._chunk_ms, 1)
+
+    def _replying(self) -> bool:
+        return self._reply is not None and self._reply.active()
+
+    def _decide(self, decision: Decision, now: float) -> None:
+        match decision:
+            case SpeechBegan(first_chunk):
+                self._recorder.start(first_chunk)
+                if self._replying() and not self._turn.barge_in:
+                    return  # half duplex: the user's speech over the reply is not a turn
+                self._queue.put_nowait(SpeechStarted(at_ms=self._ms(first_chunk)))
+            case SpeechPaused(last_voiced):
+                if self._pending is None and not self._blocked():
+                    self._pending = self._start(self._request(last_voiced), committed=False)
+            case SpeechResumed():
+                if self._pending is not None:
+                    self._pending.abandon()
+                    self._pending = None
+            case TurnEnded(last_voiced, forced):
+                if self._blocked():
+                    self._recorder.stop()
+                    return
+                self._queue.put_nowait(SpeechStopped(at_ms=self._ms(last_voiced + 1)))
+                self.interrupt()  # a short utterance that did not barge in still ends the old reply
+                pending, self._pending = self._pending, None
+                if pending is not None and not forced:
+                    pending.commit()
+                    self._reply = pending
+                else:
+                    if pending is not None:
+                        pending.abandon()
+                    self._start(self._request(last_voiced), committed=True)
+                self._recorder.stop()
+
+    def _blocked(self) -> bool:
+        return self._replying() and not self._turn.barge_in
+
+    def _request(self, last_voiced: int) -> ReplyRequest:
+        return ReplyRequest(
+            turn_id=next(self._turn_ids),
+            audio=self._recorder.audio_until(last_voiced),
+            speech_end_at=self._last_voiced_at,
+        )
+
+    def _start(self, request: ReplyRequest, *, committed: bool) -> ReplyRun:
+        run = ReplyRun(request, self._context, committed=committed)
+        if committed:
+            self._reply = run
+        return run
+
+    def _check_barge_in(self) -> None:
+        if not self._turn.barge_in or self._reply is None:
+            return
+        if not self._endpointer.in_speech:
+            return
+        if self._endpointer.voiced_ms >= self._turn.barge_in_min_speech_ms and self._replying():
+            self.interrupt()

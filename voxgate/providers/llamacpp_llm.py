@@ -1,0 +1,82 @@
+"""A local GGUF model through llama.cpp (the ``xllamacpp`` bindings), in process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import xllamacpp
+
+from voxgate.core.capabilities import ChatMessage, ModelResolver
+from voxgate.core.config import LLMSettings
+from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.core.threads import Emit, stream_from_thread
+
+
+class LlamaCppLLM:
+    def __init__(self, model_path: Path, settings: LLMSettings) -> None:
+        self._settings = settings
+        params = xllamacpp.CommonParams()
+        params.model.path = str(model_path)
+        params.n_ctx = settings.context_tokens * settings.max_concurrent
+        params.n_parallel = settings.max_concurrent
+        params.cpuparams.n_threads = settings.threads
+        params.cpuparams_batch.n_threads = settings.threads
+        params.verbosity = -1
+        params.warmup = True
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:
+            raise ProviderError(
+                f"llama.cpp could not load {model_path}: {exc}", code=ErrorCode.LLM_FAILED
+            ) from exc
+
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        return self._stream(messages)
+
+    async def _stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        request = {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "max_tokens": self._settings.max_tokens,
+            "temperature": self._settings.temperature,
+            # Reuse the KV cache of the shared prefix (system prompt, earlier turns).
+            "cache_prompt": True,
+        }
+
+        def work(emit: Emit[str], stop: threading.Event) -> None:
+            def on_chunk(chunk: dict[str, Any]) -> bool:
+                if "error" in chunk or "choices" not in chunk:
+                    emit_error(chunk)
+                    return True
+                for choice in chunk["choices"]:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        emit(content)
+                return stop.is_set()  # True tells llama.cpp to stop generating
+
+            def emit_error(chunk: dict[str, Any]) -> None:
+                detail = chunk.get("error", chunk)
+                raise ProviderError(f"llama.cpp error: {detail}", code=ErrorCode.LLM_FAILED)
+
+            errors: list[ProviderError] = []
+
+            def guarded(chunk: dict[str, Any]) -> bool:
+                try:
+                    return on_chunk(chunk)
+                except ProviderError as exc:
+                    errors.append(exc)
+                    return True
+
+            self._server.handle_chat_completions(request, guarded)
+            if errors:
+                raise errors[0]
+
+        async for piece in stream_from_thread(work):
+            yield piece
+
+
+def create(settings: LLMSettings, models: ModelResolver) -> LlamaCppLLM:
+    return LlamaCppLLM(models.resolve(settings.model), settings)
