@@ -17,6 +17,7 @@ from voxgate.core.errors import VoxgateError
 from voxgate.core.events import TurnTimings
 from voxgate.models import ModelStore
 from voxgate.pipeline import TurnSession, load_engines
+from voxgate.pipeline.engines import warm_up
 from voxgate.pipeline.drive import spoken_turn
 
 app = typer.Typer(help="voxgate: a self-hosted voice-AI gateway.", no_args_is_help=True)
@@ -59,10 +60,11 @@ def talk(
         engines = load_engines(settings, ModelStore(settings.models_dir))
     except VoxgateError as exc:
         _fail(str(exc))
-    console.print(f"engines ready in {time.perf_counter() - started:.1f} s")
     output_rate = engines.tts.sample_rate_hz
 
     async def run() -> None:
+        await warm_up(engines, settings.character.system_prompt)
+        console.print(f"engines ready in {time.perf_counter() - started:.1f} s")
         session = TurnSession(
             engines, settings.turn, settings.character, output_rate_hz=output_rate
         )

