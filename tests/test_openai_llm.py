@@ -194,7 +194,7 @@ async def make_llm() -> AsyncIterator[LLMFactory]:
     made: list[OpenAICompatibleLLM] = []
 
     def make(**kwargs: Any) -> OpenAICompatibleLLM:
-        settings = LLMSettings(provider="openai", **kwargs)
+        settings = LLMSettings.model_validate({"provider": "openai", **kwargs})
         llm = create(settings, models=None)
         made.append(llm)
         return llm
@@ -412,12 +412,13 @@ async def test_connection_refused_names_base_url_stand_in(make_llm: LLMFactory) 
 
 def test_missing_base_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="base_url"):
-        create(LLMSettings(provider="openai"), models=None)
+        create(LLMSettings.model_validate({"provider": "openai"}), models=None)
 
 
 def test_base_url_without_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="http"):
-        create(LLMSettings(provider="openai", base_url="localhost:11434/v1"), models=None)
+        settings = LLMSettings.model_validate({"base_url": "localhost:11434/v1"})
+        create(settings, models=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,8 +461,8 @@ async def _slot_busy(base_url: str) -> bool:
     return any(slot["is_processing"] for slot in response.json())
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def _eventually(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return True
@@ -495,7 +496,7 @@ async def test_aclose_stops_generation_llamacpp_server(
     async def idle() -> bool:
         return not await _slot_busy(llamacpp_server)
 
-    assert await _eventually(idle, timeout=2.0), "llama.cpp kept generating after aclose()"
+    assert await _eventually(idle, within=2.0), "llama.cpp kept generating after aclose()"
     # And the server takes the next request at once.
     again = make_llm(base_url=llamacpp_server, model="smollm2", max_tokens=8, temperature=0)
     assert "".join([p async for p in again.stream_reply(messages)]).strip()

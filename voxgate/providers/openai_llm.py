@@ -8,7 +8,7 @@ above (which owns retries and fallback) whether trying again may help.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -48,7 +48,7 @@ class OpenAICompatibleLLM:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         body = {
             "model": self._settings.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -60,7 +60,6 @@ class OpenAICompatibleLLM:
             # Closing this generator early (aclose, break, cancellation) exits the ``async with``,
             # which drops the half-read connection; servers take that as "stop generating".
             async with self._client.stream("POST", self._url, json=body) as response:
-                await response.aread()
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._http_error(response)
@@ -68,13 +67,13 @@ class OpenAICompatibleLLM:
                     yield piece
         except httpx.ConnectError as exc:
             raise ProviderError(
-                f"cannot connect to the LLM server at {self._base_url} ({exc}); is it running?",
+                f"cannot connect to the LLM server at {self._base_url}: {_describe(exc)}",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             ) from exc
         except httpx.TimeoutException as exc:
             raise ProviderError(
-                f"the LLM server at {self._base_url} timed out ({type(exc).__name__})",
+                f"the LLM server at {self._base_url} timed out ({_describe(exc)})",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             ) from exc
@@ -82,7 +81,7 @@ class OpenAICompatibleLLM:
             # Mostly a connection lost mid-reply. Retryable, but the caller may already have used
             # the pieces yielded so far.
             raise ProviderError(
-                f"connection to the LLM server at {self._base_url} failed: {exc}",
+                f"connection to the LLM server at {self._base_url} failed: {_describe(exc)}",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             ) from exc
@@ -161,6 +160,11 @@ class OpenAICompatibleLLM:
         if len(text) > _BODY_SNIPPET_CHARS:
             text = text[:_BODY_SNIPPET_CHARS] + "..."
         return text
+
+
+def _describe(exc: Exception) -> str:
+    # Some httpx errors (e.g. a read on a reset socket) have an empty message.
+    return str(exc) or type(exc).__name__
 
 
 async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
