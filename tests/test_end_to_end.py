@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.cli import SAMPLE_QUESTION as SAMPLE
+from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.config import Settings
 from voxgate.core.errors import ErrorCode
 from voxgate.core.events import ReplyAudio, ReplyStarted, SpeechStarted, SpeechStopped, TurnDone

@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from voxgate.core.audio import read_wav, resample, write_wav
+from voxgate.core.audio import read_wav, write_wav
 from voxgate.core.config import Settings, load_settings
 from voxgate.core.errors import VoxgateError
 from voxgate.core.events import TurnTimings
 from voxgate.models import ModelStore
 from voxgate.pipeline import TurnSession, load_engines
-from voxgate.pipeline.engines import warm_up
 from voxgate.pipeline.drive import spoken_turn
+from voxgate.pipeline.engines import warm_up
 
 app = typer.Typer(help="voxgate: a self-hosted voice-AI gateway.", no_args_is_help=True)
 console = Console()
@@ -36,7 +36,7 @@ def _settings(config: Path | None) -> Settings:
         _fail(str(exc))
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(1)
 
@@ -142,5 +142,3 @@ def sample_path() -> None:
 
 
 SAMPLE_QUESTION = Path(__file__).parent / "samples" / "question.wav"
-
-__all__ = ["app", "resample"]

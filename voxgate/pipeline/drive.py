@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voxgate.core.capabilities import Int16Array
+from voxgate.core.errors import ErrorCode
 from voxgate.core.events import ErrorEvent, Event, ReplyAudio, Transcript, TurnDone, TurnTimings
 from voxgate.pipeline.session import TurnSession
 
 FRAME_MS = 20
+_TURN_ENDING = frozenset({ErrorCode.NO_SPEECH, ErrorCode.STT_FAILED, ErrorCode.BAD_AUDIO})
 
 
 @dataclass
@@ -45,9 +47,9 @@ async def collect_turn(session: TurnSession, result: TurnResult, timeout_s: floa
                     result.sample_rate_hz = event.sample_rate_hz
                 case ErrorEvent():
                     result.errors.append(event)
-                    if result.timings is None and not result.audio and not result.reply_text:
-                        if event.code in {"no_speech", "stt_failed", "bad_audio"}:
-                            return
+                    # These end a turn before any reply begins.
+                    if event.code in _TURN_ENDING and not result.audio:
+                        return
                 case TurnDone():
                     result.reply_text = event.reply_text
                     result.timings = event.timings
