@@ -119,15 +119,24 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
 
 
 async def warm_up(engines: Engines, system_prompt: str) -> None:
-    """Run each engine once, so the first user does not pay for lazy initialisation, and the
-    LLM's prompt cache already holds the system prompt."""
-    silence = np.zeros(engines.vad.chunk_samples * 8, dtype=np.float32)
+    """Run each engine once, together, so the first user does not pay for lazy initialisation,
+    and the LLM's prompt cache already holds the system prompt."""
     stream = engines.vad.new_stream()
-    await engines.speech_probabilities(stream, silence.reshape(-1, engines.vad.chunk_samples))
+    silence = np.zeros((8, engines.vad.chunk_samples), dtype=np.float32)
     noise = np.random.default_rng(0).normal(0, 0.01, engines.stt.sample_rate_hz).astype(np.float32)
-    await engines.stt.transcribe(noise)
-    messages = [ChatMessage("system", system_prompt), ChatMessage("user", "Hi")]
-    async for _ in engines.llm.stream_reply(messages):
-        break
-    async for _ in engines.tts.synthesize("Ready."):
-        pass
+
+    async def first_token() -> None:
+        messages = [ChatMessage("system", system_prompt), ChatMessage("user", "Hi")]
+        async for _ in engines.llm.stream_reply(messages):
+            break
+
+    async def first_audio() -> None:
+        async for _ in engines.tts.synthesize("Ready."):
+            pass
+
+    await asyncio.gather(
+        engines.speech_probabilities(stream, silence),
+        engines.stt.transcribe(noise),
+        first_token(),
+        first_audio(),
+    )

@@ -7,6 +7,7 @@ the session commits it, and dropped if the user goes on talking.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from voxgate.pipeline.sentences import SentenceSplitter, speakable
 
 Clock = Callable[[], float]
 """Seconds on a monotonic clock."""
+
+logger = logging.getLogger(__name__)
 
 ERROR_REPLY_TEXT = "Sorry, I can't answer right now."
 
@@ -79,7 +82,7 @@ class ReplyRun:
         self._done_sent = False
         self._stamps: dict[str, float] = {}
         self._created_at = context.clock()
-        self.task = asyncio.create_task(self._run(), name=f"voxgate-reply-{request.turn_id}")
+        self.task = asyncio.create_task(self._guarded(), name=f"voxgate-reply-{request.turn_id}")
 
     @property
     def committed(self) -> bool:
@@ -146,6 +149,20 @@ class ReplyRun:
     def _stamp(self, name: str) -> None:
         self._stamps.setdefault(name, self._ctx.clock())
 
+    async def _guarded(self) -> None:
+        """A bug in an engine ends this reply with an error event, never the session."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("reply %d failed", self.request.turn_id)
+            self._emit(ErrorEvent(ErrorCode.INTERNAL, f"reply failed: {exc}", self.request.turn_id))
+            await self._committed.wait()
+            if not self._done_sent and not self.closed:
+                self._send_done(" ".join(self._spoken), interrupted=False)
+            self.closed = True
+
     async def _run(self) -> None:
         request = self.request
         if request.audio is not None:
@@ -159,6 +176,7 @@ class ReplyRun:
         speaker = asyncio.create_task(self._speak(sentences))
         try:
             if messages is None:  # a fixed greeting: nothing to ask the LLM
+                self._emit(ReplyTextDelta(request.turn_id, request.text or ""))
                 await sentences.put(speakable(request.text or ""))
             else:
                 await self._think(messages, sentences)
@@ -176,12 +194,14 @@ class ReplyRun:
         started = self._ctx.clock()
         try:
             text = (await self._ctx.engines.stt.transcribe(audio)).strip()
-        except ProviderError as exc:
-            await self._fail(ErrorEvent(exc.code, str(exc), self.request.turn_id))
+        except Exception as exc:
+            await self._fail(self._error(exc))
             return None
         self._stamps["stt"] = (self._ctx.clock() - started) * 1000.0
         if not text:
-            await self._fail(ErrorEvent(ErrorCode.NO_SPEECH, "heard nothing intelligible"))
+            await self._fail(
+                ErrorEvent(ErrorCode.NO_SPEECH, "heard nothing intelligible", self.request.turn_id)
+            )
             return None
         self._emit(Transcript(text, final=True))
         return text
@@ -220,8 +240,8 @@ class ReplyRun:
                 for sentence in splitter.push(delta):
                     self._stamp("first_sentence")
                     await sentences.put(sentence)
-        except ProviderError as exc:
-            self._emit(ErrorEvent(exc.code, str(exc), self.request.turn_id))
+        except Exception as exc:
+            self._emit(self._error(exc))
             if not wrote_any:
                 await sentences.put(ERROR_REPLY_TEXT)
                 return
@@ -257,11 +277,18 @@ class ReplyRun:
                         )
                     )
                     first_chunk = False
-            except ProviderError as exc:
-                self._emit(ErrorEvent(exc.code, str(exc), self.request.turn_id))
+            except Exception as exc:
+                self._emit(self._error(exc))
                 continue
             self._spoken.append(sentence)
             index += 1
+
+    def _error(self, exc: Exception) -> ErrorEvent:
+        """An engine's failure as an event. Anything but a ProviderError is a bug: logged in full."""
+        if isinstance(exc, ProviderError):
+            return ErrorEvent(exc.code, str(exc), self.request.turn_id)
+        logger.error("engine failed in turn %d", self.request.turn_id, exc_info=exc)
+        return ErrorEvent(ErrorCode.INTERNAL, f"engine failed: {exc}", self.request.turn_id)
 
     def _send_done(self, reply_text: str, *, interrupted: bool) -> None:
         self._done_sent = True

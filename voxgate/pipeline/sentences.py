@@ -24,8 +24,12 @@ _ABBREVIATIONS = frozenset(
         "sr.",
     }
 )
-# Markdown and other marks that TTS would read aloud or choke on.
-_UNSPEAKABLE = re.compile(r"[*_#`~|<>\[\]{}]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
+# Markdown and other marks that TTS would read aloud or choke on; emoji with their invisible
+# variation selectors and zero-width joiners (else "❤️" leaves a lone U+FE0F to speak).
+_UNSPEAKABLE = re.compile(
+    r"[*_#`~|<>\[\]{}]"
+    r"|[\U0001F000-\U0001FAFF\u2300-\u23FF\u2600-\u27BF\u2B00-\u2BFF\uFE0E\uFE0F\u200D]"
+)
 
 
 def speakable(text: str) -> str:

@@ -81,6 +81,7 @@ class TurnSession:
         self._turn_ids = itertools.count(1)
         self._reply: ReplyRun | None = None
         self._pending: ReplyRun | None = None  # speculative, not yet committed
+        self._ignoring = False  # half duplex: the current utterance began over the reply
         self._closed = False
 
     def set_vad_threshold(self, threshold: float) -> None:
@@ -138,6 +139,8 @@ class TurnSession:
 
     async def say(self, text: str) -> None:
         """A typed turn: answered like a spoken one, interrupting any reply in progress."""
+        if self._closed:
+            return
         text = text.strip()
         if not text:
             self._queue.put_nowait(ErrorEvent(ErrorCode.BAD_REQUEST, "empty text turn"))
@@ -148,7 +151,7 @@ class TurnSession:
     async def greet(self) -> None:
         """The assistant speaks first: the character's first message, or one the LLM writes."""
         character = self._context.character
-        if character.first_message is None and character.greeting_prompt is None:
+        if self._closed or (character.first_message is None and character.greeting_prompt is None):
             return
         request = ReplyRequest(next(self._turn_ids), text=character.first_message, greeting=True)
         self._start(request, committed=True)
@@ -156,7 +159,9 @@ class TurnSession:
     def interrupt(self) -> None:
         """Stop the reply in progress (a barge-in button, or the client's own VAD)."""
         if self._reply is not None:
-            self._reply.interrupt()
+            # A reply already produced and played out is over: nothing to interrupt.
+            if self._replying():
+                self._reply.interrupt()
             self._reply = None
 
     def report_playout(self, turn_id: int, played_ms: float) -> None:
@@ -193,18 +198,21 @@ class TurnSession:
         match decision:
             case SpeechBegan(first_chunk):
                 self._recorder.start(first_chunk)
-                if self._replying() and not self._turn.barge_in:
+                self._ignoring = self._blocked()
+                if self._ignoring:
                     return  # half duplex: the user's speech over the reply is not a turn
                 self._queue.put_nowait(SpeechStarted(at_ms=self._ms(first_chunk)))
             case SpeechPaused(last_voiced):
-                if self._pending is None and not self._blocked():
+                if self._pending is None and not self._ignoring and not self._blocked():
                     self._pending = self._start(self._request(last_voiced), committed=False)
             case SpeechResumed():
                 if self._pending is not None:
                     self._pending.abandon()
                     self._pending = None
             case TurnEnded(last_voiced, forced):
-                if self._blocked():
+                if self._ignoring or self._blocked():
+                    # Even if the reply has ended meanwhile: this speech began over it.
+                    self._ignoring = False
                     self._recorder.stop()
                     return
                 self._queue.put_nowait(SpeechStopped(at_ms=self._ms(last_voiced + 1)))

@@ -25,7 +25,7 @@ class LlamaCppLLM:
         params.cpuparams.n_threads = settings.threads
         params.cpuparams_batch.n_threads = settings.threads
         params.verbosity = -1
-        params.warmup = True
+        params.warmup = False  # warm_up() does it, and fills the prompt cache too
         try:
             self._server = xllamacpp.Server(params)
         except Exception as exc:
