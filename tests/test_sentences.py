@@ -148,3 +148,23 @@ def test_speakable_removes_markdown_and_emoji(text: str, expected: str) -> None:
 def test_markdown_and_emoji_are_removed_from_streamed_pieces() -> None:
     text = "Here is **one** thing. 🎉 Done! ❤️\n- item"
     assert split(text) == ["Here is one thing.", "Done!", "- item"]
+
+
+def test_a_long_first_sentence_is_cut_after_the_word_limit_but_later_ones_are_not() -> None:
+    splitter = SentenceSplitter(first_clause_min_words=4, first_piece_max_words=5)
+    pieces: list[str] = []
+    text = "one two three four five six seven. eight nine ten eleven twelve thirteen fourteen. "
+    for character in text:
+        pieces += splitter.push(character)
+    assert pieces == [
+        "one two three four five",
+        "six seven.",
+        "eight nine ten eleven twelve thirteen fourteen.",
+    ]
+
+
+def test_a_partial_word_is_never_cut() -> None:
+    splitter = SentenceSplitter(first_piece_max_words=2)
+    assert splitter.push("alpha beta gam") == []
+    assert splitter.push("ma ") == ["alpha beta"]
+    assert splitter.flush() == ["gamma"]

@@ -75,7 +75,7 @@ class TTSSettings(BaseModel):
 class TurnSettings(BaseModel):
     end_of_turn_silence_ms: int = Field(500, ge=100)
     """Trailing silence after which the user's turn is over."""
-    speculative_start_ms: int | None = Field(160, ge=32)
+    speculative_start_ms: int | None = Field(96, ge=32)
     """Silence after which transcription and the reply start while still waiting for the end of the
     turn; discarded if the user goes on. ``None`` waits for the end of the turn."""
     min_speech_ms: int = Field(96, ge=32)
@@ -92,6 +92,8 @@ class TurnSettings(BaseModel):
     max_history_turns: int = Field(20, ge=0)
     first_clause_min_words: int = Field(4, ge=1)
     """The first piece of a reply goes to TTS at a comma once it has this many words."""
+    first_piece_max_words: int | None = Field(10, ge=3)
+    """A first sentence longer than this goes to TTS in two parts (``None``: never cut)."""
     empty_reply_text: str = "Sorry, I don't have an answer to that."
 
 

@@ -229,7 +229,8 @@ class ReplyRun:
     async def _think(
         self, messages: list[ChatMessage], sentences: asyncio.Queue[str | None]
     ) -> None:
-        splitter = SentenceSplitter(self._ctx.turn.first_clause_min_words)
+        turn = self._ctx.turn
+        splitter = SentenceSplitter(turn.first_clause_min_words, turn.first_piece_max_words)
         self._stamp("llm_start")
         wrote_any = False
         try:

@@ -7,6 +7,7 @@ import re
 # A sentence ends at . ! ? (or …) plus closing quotes/brackets, followed by whitespace; or a newline.
 _SENTENCE_END = re.compile(r"""[.!?…]+["')\]]*\s+|\n+""")
 _CLAUSE_END = re.compile(r"[,;:—]\s+")
+_WORD_THEN_SPACE = re.compile(r"\S+\s+")
 _ABBREVIATIONS = frozenset(
     {
         "mr.",
@@ -42,12 +43,16 @@ class SentenceSplitter:
 
     The first piece of a reply may be a clause: once it has ``first_clause_min_words`` words and
     reaches a comma, it goes to TTS, because the user waits for the first audio, not the first
-    full stop.
+    full stop. A first sentence that runs past ``first_piece_max_words`` without a comma is cut
+    after that word, for the same reason (at some cost in prosody).
     """
 
-    def __init__(self, first_clause_min_words: int = 4) -> None:
+    def __init__(
+        self, first_clause_min_words: int = 4, first_piece_max_words: int | None = None
+    ) -> None:
         self._buffer = ""
         self._first_clause_min_words = first_clause_min_words
+        self._first_piece_max_words = first_piece_max_words
         self._emitted_any = False
 
     def push(self, delta: str) -> list[str]:
@@ -85,6 +90,11 @@ class SentenceSplitter:
             for clause in _CLAUSE_END.finditer(self._buffer):
                 if len(self._buffer[: clause.start()].split()) >= self._first_clause_min_words:
                     return self._take(clause.end())
+            limit = self._first_piece_max_words
+            # Only words followed by whitespace are complete: the last one may still grow.
+            complete = list(_WORD_THEN_SPACE.finditer(self._buffer))
+            if limit is not None and len(complete) > limit:
+                return self._take(complete[limit - 1].end())
         return None
 
     def _take(self, end: int) -> str:
