@@ -136,6 +136,29 @@ async def open_rig() -> AsyncIterator[OpenRig]:
 
 
 @bounded(10)
+async def test_partial_transcripts_while_talking_then_the_final_one(open_rig: OpenRig) -> None:
+    rig = open_rig(partial_transcripts=True, partial_interval_ms=300, speculative_start_ms=None)
+
+    result = await rig.turn(utterance(speech_ms=1500))
+
+    transcripts = [e for e in result.events if isinstance(e, Transcript)]
+    partials = [t for t in transcripts if not t.final]
+    assert len(partials) >= 2
+    assert transcripts[-1].final and transcripts[-1].text == result.transcript
+    stopped_at = next(i for i, e in enumerate(result.events) if isinstance(e, SpeechStopped))
+    assert all(result.events.index(p) < stopped_at for p in partials)
+    lengths = [int(p.text.split()[3]) for p in partials]  # "I spoke for N milliseconds"
+    assert lengths == sorted(lengths) and lengths[-1] < int(result.transcript.split()[3])
+
+
+@bounded(10)
+async def test_no_partial_transcripts_unless_asked(open_rig: OpenRig) -> None:
+    rig = open_rig(speculative_start_ms=None)
+    result = await rig.turn(utterance(speech_ms=1500))
+    assert [t.final for t in result.events if isinstance(t, Transcript)] == [True]
+
+
+@bounded(10)
 async def test_a_spoken_turn_events_in_order(open_rig: OpenRig) -> None:
     fakes = Fakes(
         stt=FakeSTT(["what time is it"]),

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
 
+from voxgate.core.capabilities import Float32Array
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode
-from voxgate.core.events import ErrorEvent, Event, SpeechStarted, SpeechStopped
+from voxgate.core.events import ErrorEvent, Event, SpeechStarted, SpeechStopped, Transcript
 from voxgate.pipeline.audio_input import AudioInput, UtteranceRecorder
 from voxgate.pipeline.endpointing import (
     Decision,
@@ -25,6 +27,8 @@ from voxgate.pipeline.endpointing import (
 from voxgate.pipeline.engines import Engines
 from voxgate.pipeline.history import Conversation
 from voxgate.pipeline.reply import Clock, ReplyContext, ReplyRequest, ReplyRun
+
+logger = logging.getLogger(__name__)
 
 
 class TurnSession:
@@ -83,6 +87,9 @@ class TurnSession:
         self._pending: ReplyRun | None = None  # speculative, not yet committed
         self._ignoring = False  # half duplex: the current utterance began over the reply
         self._closed = False
+        self._utterance = 0  # counts utterances, so a late partial transcript can be dropped
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_from_ms = 0.0  # voiced audio at the last partial transcript
 
     def set_vad_threshold(self, threshold: float) -> None:
         cfg = self._endpointer.config
@@ -131,6 +138,7 @@ class TurnSession:
             for decision in decisions:
                 self._decide(decision, now)
             self._check_barge_in()
+            self._maybe_transcribe_partial()
 
     def commit_turn(self) -> None:
         """The client says the user has finished (its own VAD, or push-to-talk released)."""
@@ -183,6 +191,8 @@ class TurnSession:
             if run is not None:
                 run.abandon()
                 await asyncio.gather(run.task, return_exceptions=True)
+        if self._partial is not None:
+            await asyncio.gather(self._partial, return_exceptions=True)
         self._queue.put_nowait(None)
 
     # -- deciding ---------------------------------------------------------------------------
@@ -201,6 +211,8 @@ class TurnSession:
                 self._ignoring = self._blocked()
                 if self._ignoring:
                     return  # half duplex: the user's speech over the reply is not a turn
+                self._utterance += 1
+                self._partial_from_ms = 0.0
                 self._queue.put_nowait(SpeechStarted(at_ms=self._ms(first_chunk)))
             case SpeechPaused(last_voiced):
                 if self._pending is None and not self._ignoring and not self._blocked():
@@ -242,6 +254,33 @@ class TurnSession:
         if committed:
             self._reply = run
         return run
+
+    def _maybe_transcribe_partial(self) -> None:
+        """While the user talks, transcribe what they said so far every ``partial_interval_ms``
+        of speech; one at a time, and only while no reply is being prepared."""
+        turn = self._turn
+        endpointer = self._endpointer
+        if not turn.partial_transcripts or not endpointer.in_speech or self._ignoring:
+            return
+        if self._partial is not None and not self._partial.done():
+            return
+        if self._pending is not None or endpointer.voiced_ms - self._partial_from_ms < (
+            turn.partial_interval_ms
+        ):
+            return
+        self._partial_from_ms = endpointer.voiced_ms
+        audio = self._recorder.audio_until(self._chunk_index)
+        self._partial = asyncio.create_task(self._transcribe_partial(audio, self._utterance))
+
+    async def _transcribe_partial(self, audio: Float32Array, utterance: int) -> None:
+        try:
+            text = await self._engines.stt.transcribe(audio)
+        except Exception:  # a partial is only a preview; the final transcript reports errors
+            logger.debug("partial transcription failed", exc_info=True)
+            return
+        still_talking = self._endpointer.in_speech and self._pending is None
+        if text and utterance == self._utterance and still_talking and not self._closed:
+            self._queue.put_nowait(Transcript(text, final=False))
 
     def _check_barge_in(self) -> None:
         if not self._turn.barge_in or self._reply is None:
