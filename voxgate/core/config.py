@@ -109,6 +109,35 @@ class CharacterSettings(BaseModel):
     """Without ``first_message``: an instruction for the LLM to write the greeting."""
 
 
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+    """How devices reach this server (printed at start, used in docs); default from host:port."""
+    elato_paths: list[str] = Field(default_factory=lambda: ["/ws/esp32", "/"])
+    """WebSocket routes for ElatoAI firmware (its default config connects to ``/``)."""
+    jwt_secret: SecretStr | None = None
+    """HS256 key for ElatoAI device tokens; without it Elato devices cannot connect."""
+    auto_register_devices: bool = False
+    """Issue Elato tokens to unknown MAC addresses too (development only)."""
+    shared_token: SecretStr | None = None
+    """A token every device may use (the voice-assistant-proxy firmware ships one); off by default."""
+    max_message_bytes: int = Field(1 << 20, ge=1024)
+    """Largest WebSocket message or HTTP body accepted; larger ones close the session (1009)."""
+    connections_per_minute: int = Field(30, ge=1)
+    turns_per_minute: int = Field(20, ge=1)
+    prebuffer_ms: int = Field(400, ge=0)
+    """Reply audio is sent this far ahead of real time, no further: barge-in takes effect fast."""
+    send_timeout_s: float = Field(10.0, gt=0)
+    """A client that reads nothing for this long is disconnected (its memory is not held)."""
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    """On shutdown, replies in flight get this long to finish."""
+    proxy_silence_timeout_s: float = Field(20.0, gt=0)
+    """voice-assistant-proxy ``/ws``: close after this long without speech, as the original did."""
+    elato_end_of_turn_silence_ms: int = Field(1000, ge=100)
+    """ElatoAI servers wait ~1 s of silence; the device has no barge-in and no VAD of its own."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VOXGATE_", env_nested_delimiter="__", extra="forbid"
@@ -123,6 +152,7 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     turn: TurnSettings = Field(default_factory=TurnSettings)
     character: CharacterSettings = Field(default_factory=CharacterSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @property
     def models_dir(self) -> Path:

@@ -16,6 +16,11 @@ class ErrorCode(StrEnum):
     TTS_FAILED = "tts_failed"
     UTTERANCE_TOO_LONG = "utterance_too_long"
     BAD_REQUEST = "bad_request"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHORIZED = "unauthorized"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNKNOWN_EVENT = "unknown_event"
+    SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
 
 
@@ -39,6 +44,14 @@ class AudioFormatError(VoxgateError):
     """Audio that cannot be understood (bad rate, unreadable file)."""
 
     code = ErrorCode.BAD_AUDIO
+
+
+class ProtocolError(VoxgateError):
+    """A device sent something its protocol does not allow; the codec says what."""
+
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ProviderError(VoxgateError):

@@ -8,7 +8,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 
 from voxgate.core.capabilities import Float32Array
 from voxgate.core.config import CharacterSettings, TurnSettings
@@ -47,9 +48,11 @@ class TurnSession:
         output_rate_hz: int = 16_000,
         history: Conversation | None = None,
         clock: Clock = time.perf_counter,
+        turn_gate: Callable[[], bool] | None = None,
     ) -> None:
         self._engines = engines
         self._turn = turn
+        self._turn_gate = turn_gate  # False: the device is over its turn rate limit
         self._clock = clock
         self.history = history if history is not None else Conversation(turn.max_history_turns)
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -89,6 +92,7 @@ class TurnSession:
         self._closed = False
         self._utterance = 0  # counts utterances, so a late partial transcript can be dropped
         self._partial: asyncio.Task[None] | None = None
+        self._interrupted: deque[int] = deque(maxlen=16)
         self._partial_from_ms = 0.0  # voiced audio at the last partial transcript
 
     def set_vad_threshold(self, threshold: float) -> None:
@@ -154,7 +158,8 @@ class TurnSession:
             self._queue.put_nowait(ErrorEvent(ErrorCode.BAD_REQUEST, "empty text turn"))
             return
         self.interrupt()
-        self._start(ReplyRequest(next(self._turn_ids), text=text), committed=True)
+        if self._allowed():
+            self._start(ReplyRequest(next(self._turn_ids), text=text), committed=True)
 
     async def greet(self) -> None:
         """The assistant speaks first: the character's first message, or one the LLM writes."""
@@ -170,7 +175,12 @@ class TurnSession:
             # A reply already produced and played out is over: nothing to interrupt.
             if self._replying():
                 self._reply.interrupt()
+                self._interrupted.append(self._reply.request.turn_id)
             self._reply = None
+
+    def was_interrupted(self, turn_id: int) -> bool:
+        """True once reply ``turn_id`` was cut short: transports drop its audio still queued."""
+        return turn_id in self._interrupted
 
     def report_playout(self, turn_id: int, played_ms: float) -> None:
         """The consumer has played ``played_ms`` of the reply ``turn_id`` to the user."""
@@ -230,7 +240,10 @@ class TurnSession:
                 self._queue.put_nowait(SpeechStopped(at_ms=self._ms(last_voiced + 1)))
                 self.interrupt()  # a short utterance that did not barge in still ends the old reply
                 pending, self._pending = self._pending, None
-                if pending is not None and not forced:
+                if not self._allowed():
+                    if pending is not None:
+                        pending.abandon()
+                elif pending is not None and not forced:
                     pending.commit()
                     self._reply = pending
                 else:
@@ -238,6 +251,15 @@ class TurnSession:
                         pending.abandon()
                     self._start(self._request(last_voiced), committed=True)
                 self._recorder.stop()
+
+    def _allowed(self) -> bool:
+        """Ask the turn gate (rate limit); a refused turn is reported, not answered."""
+        if self._turn_gate is None or self._turn_gate():
+            return True
+        self._queue.put_nowait(
+            ErrorEvent(ErrorCode.RATE_LIMITED, "too many turns; wait a little and try again")
+        )
+        return False
 
     def _blocked(self) -> bool:
         return self._replying() and not self._turn.barge_in

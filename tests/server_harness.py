@@ -1,0 +1,44 @@
+"""Running the real server on a loopback socket inside a test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+
+from voxgate.core.config import Settings
+from voxgate.pipeline import Engines
+from voxgate.server.app import create_app
+from voxgate.store.devices import DeviceStore
+
+
+@asynccontextmanager
+async def running_server(
+    settings: Settings, engines: Engines, devices: DeviceStore
+) -> AsyncIterator[str]:
+    """Serve on 127.0.0.1 (a free port); yields ``host:port``."""
+    app = create_app(settings, engines=engines, devices=devices)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", ws_per_message_deflate=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                if task.done():
+                    await task  # raises what went wrong
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=20)
+
+
+def server_settings(tmp_path: Path, **server: object) -> Settings:
+    """Settings with state in ``tmp_path`` and ``server`` overrides."""
+    return Settings(data_dir=tmp_path, server=server)  # type: ignore[arg-type]

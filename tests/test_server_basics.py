@@ -1,0 +1,30 @@
+"""The app's own routes: health and metrics, over a real socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.fakes import Fakes
+from tests.server_harness import running_server, server_settings
+from voxgate.store.devices import DeviceStore
+
+
+async def test_healthz_and_metrics_over_a_real_socket(tmp_path: Path) -> None:
+    settings = server_settings(tmp_path)
+    fakes = Fakes()
+    engines = fakes.engines()
+    devices = DeviceStore(tmp_path / "devices.db")
+    async with (
+        running_server(settings, engines, devices) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as client,
+    ):
+        health = await client.get("/healthz")
+        metrics = await client.get("/metrics")
+    engines.close()
+    devices.close()
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok" and health.json()["models_ready"] is True
+    assert metrics.status_code == 200
+    assert "voxgate_sessions_open" in metrics.text and "voxgate_stage_seconds" in metrics.text

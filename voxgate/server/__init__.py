@@ -1,0 +1,1 @@
+"""The server: one process hosting every device protocol (see ``voxgate serve``)."""

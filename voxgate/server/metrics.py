@@ -1,0 +1,57 @@
+"""Prometheus metrics, one registry per app (so tests can run several apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from voxgate.core.events import ErrorEvent, TurnDone
+
+_LATENCY_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions = Gauge(
+            "voxgate_sessions_open", "Sessions open now", ["protocol"], registry=self.registry
+        )
+        self.sessions_total = Counter(
+            "voxgate_sessions", "Sessions opened", ["protocol"], registry=self.registry
+        )
+        self.turns = Counter(
+            "voxgate_turns", "Turns completed", ["protocol"], registry=self.registry
+        )
+        self.stage_seconds = Histogram(
+            "voxgate_stage_seconds",
+            "Per-stage latency of completed turns",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "voxgate_errors", "Errors by code", ["protocol", "code"], registry=self.registry
+        )
+        self.bytes_in = Counter(
+            "voxgate_bytes_in", "Bytes received from devices", ["protocol"], registry=self.registry
+        )
+        self.bytes_out = Counter(
+            "voxgate_bytes_out", "Bytes sent to devices", ["protocol"], registry=self.registry
+        )
+
+    def observe_turn(self, protocol: str, done: TurnDone) -> None:
+        self.turns.labels(protocol).inc()
+        for stage, value in (
+            ("end_of_turn_wait", done.timings.end_of_turn_wait_ms),
+            ("stt", done.timings.stt_ms),
+            ("llm_first_token", done.timings.llm_first_token_ms),
+            ("tts_first_audio", done.timings.tts_first_audio_ms),
+            ("speech_end_to_first_audio", done.timings.speech_end_to_first_audio_ms),
+        ):
+            if value is not None:
+                self.stage_seconds.labels(stage).observe(value / 1000.0)
+
+    def observe_error(self, protocol: str, error: ErrorEvent) -> None:
+        self.errors.labels(protocol, error.code).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

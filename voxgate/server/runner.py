@@ -1,0 +1,69 @@
+"""The downlink half every transport shares: session events → the protocol's frames → the socket,
+paced, with metrics, dropping audio of a reply the user interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from voxgate.core.events import ErrorEvent, Event, ReplyStarted, TurnDone
+from voxgate.pipeline import TurnSession
+from voxgate.server.context import ServerContext
+from voxgate.server.pacing import AudioPacer
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One frame for the device: text or binary, how much audio it carries, which reply it is of."""
+
+    data: str | bytes
+    audio_ms: float = 0.0
+    turn_id: int | None = None
+
+
+class EventEncoder(Protocol):
+    """A protocol's sans-I/O downlink: turn-engine events to the frames it sends."""
+
+    def encode(self, event: Event) -> list[Outbound]: ...
+
+
+Send = Callable[[str | bytes], Awaitable[None]]
+
+
+class SlowClientError(Exception):
+    """The device stopped reading; it is disconnected rather than buffered for."""
+
+
+async def pump_events(
+    ctx: ServerContext,
+    protocol: str,
+    session: TurnSession,
+    encoder: EventEncoder,
+    send: Send,
+) -> None:
+    """Until the session closes. Raises SlowClientError when a send blocks too long."""
+    pacer = AudioPacer(ctx.settings.server.prebuffer_ms)
+    timeout_s = ctx.settings.server.send_timeout_s
+    async for event in session.events():
+        if isinstance(event, ReplyStarted):
+            pacer.reset()
+        elif isinstance(event, TurnDone):
+            ctx.metrics.observe_turn(protocol, event)
+        elif isinstance(event, ErrorEvent):
+            ctx.metrics.observe_error(protocol, event)
+        for out in encoder.encode(event):
+            if out.turn_id is not None and session.was_interrupted(out.turn_id):
+                continue
+            if out.audio_ms:
+                await pacer.before_send(out.audio_ms)
+                if out.turn_id is not None and session.was_interrupted(out.turn_id):
+                    continue
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await send(out.data)
+            except TimeoutError as exc:
+                raise SlowClientError(f"the device read nothing for {timeout_s:.0f} s") from exc
+            size = len(out.data) if isinstance(out.data, bytes) else len(out.data.encode())
+            ctx.metrics.bytes_out.labels(protocol).inc(size)

@@ -1,0 +1,1 @@
+"""What voxgate keeps on disk. For now: the devices allowed to connect."""
