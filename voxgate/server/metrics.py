@@ -31,6 +31,13 @@ class Metrics:
         self.errors = Counter(
             "voxgate_errors", "Errors by code", ["protocol", "code"], registry=self.registry
         )
+        self.frame_seconds = Histogram(
+            "voxgate_frame_handle_seconds",
+            "Time to take in one uplink audio frame (decode, resample, VAD)",
+            ["protocol"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+            registry=self.registry,
+        )
         self.bytes_in = Counter(
             "voxgate_bytes_in", "Bytes received from devices", ["protocol"], registry=self.registry
         )

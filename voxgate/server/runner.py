@@ -4,6 +4,7 @@ paced, with metrics, dropping audio of a reply the user interrupted."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +35,16 @@ Send = Callable[[str | bytes], Awaitable[None]]
 
 class SlowClientError(Exception):
     """The device stopped reading; it is disconnected rather than buffered for."""
+
+
+async def feed_audio(
+    ctx: ServerContext, protocol: str, session: TurnSession, pcm: bytes, sample_rate_hz: int
+) -> None:
+    """The uplink half: one frame of PCM16 into the session, timed and counted."""
+    started = time.perf_counter()
+    await session.push_audio(pcm, sample_rate_hz)
+    ctx.metrics.frame_seconds.labels(protocol).observe(time.perf_counter() - started)
+    ctx.metrics.bytes_in.labels(protocol).inc(len(pcm))
 
 
 async def pump_events(
