@@ -10,13 +10,23 @@ from voxgate.core.errors import ConfigError
 
 # capability -> provider name -> "module:factory". A factory takes (settings section, ModelStore).
 _PROVIDERS: dict[str, dict[str, str]] = {
-    "vad": {"silero": "voxgate.providers.silero_vad:create"},
-    "stt": {"faster-whisper": "voxgate.providers.faster_whisper_stt:create"},
+    "vad": {
+        "silero": "voxgate.providers.silero_vad:create",
+        "standin": "voxgate.providers.standin:create_vad",
+    },
+    "stt": {
+        "faster-whisper": "voxgate.providers.faster_whisper_stt:create",
+        "standin": "voxgate.providers.standin:create_stt",
+    },
     "llm": {
         "llamacpp": "voxgate.providers.llamacpp_llm:create",
         "openai": "voxgate.providers.openai_llm:create",
+        "standin": "voxgate.providers.standin:create_llm",
     },
-    "tts": {"piper": "voxgate.providers.piper_tts:create"},
+    "tts": {
+        "piper": "voxgate.providers.piper_tts:create",
+        "standin": "voxgate.providers.standin:create_tts",
+    },
 }
 
 
