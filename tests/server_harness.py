@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from voxgate.core.config import Settings
 from voxgate.pipeline import Engines
@@ -20,7 +21,13 @@ async def running_server(
     settings: Settings, engines: Engines, devices: DeviceStore
 ) -> AsyncIterator[str]:
     """Serve on 127.0.0.1 (a free port); yields ``host:port``."""
-    app = create_app(settings, engines=engines, devices=devices)
+    async with serving(create_app(settings, engines=engines, devices=devices)) as address:
+        yield address
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields ``host:port``."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", ws_per_message_deflate=False
     )
