@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from voxgate.client import client_command
 from voxgate.core.audio import read_wav, write_wav
 from voxgate.core.config import Settings, load_settings
 from voxgate.core.errors import VoxgateError
@@ -166,6 +167,10 @@ def serve(
         console.print(f"  {label:34} {url}")
     run_server(settings)
 
+
+app.command("client", help="Talk to a voxgate server over the relay protocol, with a WAV file.")(
+    client_command
+)
 
 devices_app = typer.Typer(
     help="Devices allowed to connect, and their tokens.", no_args_is_help=True

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     MESSAGE_TOO_LARGE = "message_too_large"
     UNKNOWN_EVENT = "unknown_event"
+    SEQ_GAP = "seq_gap"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
 
