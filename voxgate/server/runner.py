@@ -38,13 +38,21 @@ class SlowClientError(Exception):
 
 
 async def feed_audio(
-    ctx: ServerContext, protocol: str, session: TurnSession, pcm: bytes, sample_rate_hz: int
+    ctx: ServerContext,
+    protocol: str,
+    session: TurnSession,
+    pcm: bytes,
+    sample_rate_hz: int,
+    *,
+    count_bytes: bool = True,
 ) -> None:
-    """The uplink half: one frame of PCM16 into the session, timed and counted."""
+    """The uplink half: one frame of PCM16 into the session, timed (and its bytes counted, unless
+    the transport counts whole messages itself)."""
     started = time.perf_counter()
     await session.push_audio(pcm, sample_rate_hz)
     ctx.metrics.frame_seconds.labels(protocol).observe(time.perf_counter() - started)
-    ctx.metrics.bytes_in.labels(protocol).inc(len(pcm))
+    if count_bytes:
+        ctx.metrics.bytes_in.labels(protocol).inc(len(pcm))
 
 
 async def pump_events(

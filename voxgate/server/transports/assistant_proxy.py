@@ -58,7 +58,7 @@ from voxgate.protocols.assistant_proxy import (
     parse_ws_message,
 )
 from voxgate.server.context import ServerContext
-from voxgate.server.runner import Outbound, SlowClientError, pump_events
+from voxgate.server.runner import Outbound, SlowClientError, feed_audio, pump_events
 from voxgate.store.devices import Device
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,9 @@ async def post_audio(request: Request) -> Response:
             if status is ChunkStatus.DUPLICATE:
                 return JSONResponse(ack(status))
             try:
-                await entry.session.push_audio(chunk.pcm, INPUT_RATE_HZ)
+                await feed_audio(
+                    ctx, PROTOCOL, entry.session, chunk.pcm, INPUT_RATE_HZ, count_bytes=False
+                )
                 await _drain(ctx, entry)
                 entry.ledger.record(chunk)
                 if status is ChunkStatus.PARTIAL:
@@ -519,7 +521,7 @@ async def _read(ctx: ServerContext, websocket: WebSocket, session: TurnSession) 
         except ProtocolError as exc:
             return _Close(1003, str(exc))
         if isinstance(inbound, UplinkAudio):
-            await session.push_audio(inbound.pcm, INPUT_RATE_HZ)
+            await feed_audio(ctx, PROTOCOL, session, inbound.pcm, INPUT_RATE_HZ, count_bytes=False)
         elif isinstance(inbound, EndOfTurn):
             session.commit_turn()
 

@@ -34,7 +34,7 @@ from voxgate.protocols.relay import (
     TurnDetection,
 )
 from voxgate.server.context import ServerContext
-from voxgate.server.runner import SlowClientError, pump_events
+from voxgate.server.runner import SlowClientError, feed_audio, pump_events
 from voxgate.store.devices import Device
 
 PATH = "/v1/relay"
@@ -346,7 +346,9 @@ async def _read(
             )
         match received.event:
             case AudioFrame(pcm):
-                await session.push_audio(pcm, start.input_rate_hz)
+                await feed_audio(
+                    ctx, PROTOCOL, session, pcm, start.input_rate_hz, count_bytes=False
+                )
             case InputCommit():
                 session.commit_turn()
             case ReplyInterrupt():
