@@ -7,7 +7,7 @@ happening), and reports: time to take in one frame (p50/p99 from the server's ow
 frames lost (bytes the clients sent vs bytes the server counted), server CPU per session, and
 server memory per session.
 
-    python -m bench.server_load [--sessions 200] [--seconds 20]
+    python -m bench.server_load [--sessions 200] [--seconds 20] [--silero]
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def counter(metrics_text: str, name: str) -> float:
     return total
 
 
-async def run(sessions: int, seconds: float) -> dict[str, object]:
+async def run(sessions: int, seconds: float, silero: bool) -> dict[str, object]:
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="voxgate-bench-")
     env = {
@@ -116,6 +116,8 @@ async def run(sessions: int, seconds: float) -> dict[str, object]:
         "VOXGATE_SERVER__TURNS_PER_MINUTE": "100000",
         **{f"VOXGATE_{cap}__PROVIDER": "standin" for cap in ("VAD", "STT", "LLM", "TTS")},
     }
+    if silero:  # the real VAD: what one core of Silero does for this many streams
+        env["VOXGATE_VAD__PROVIDER"] = "silero"
     server = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "voxgate", "serve", "--port", str(port), "--log-level", "warning"],
         env=env,
@@ -152,6 +154,7 @@ async def run(sessions: int, seconds: float) -> dict[str, object]:
     within_5ms = next((c for b, c in buckets if b >= 0.005), 0.0) / max(1.0, frames_seen)
     bytes_in = counter(text, "voxgate_bytes_in")
     return {
+        "vad": "silero" if silero else "standin",
         "sessions": sessions,
         "seconds": seconds,
         "frames_handled": frames_seen,
@@ -173,9 +176,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--silero", action="store_true", help="the real VAD instead of a stand-in")
     parser.add_argument("--json", type=Path, default=Path("bench/results/server_load.json"))
     args = parser.parse_args()
-    results = asyncio.run(run(args.sessions, args.seconds))
+    results = asyncio.run(run(args.sessions, args.seconds, args.silero))
     for key, value in results.items():
         print(f"{key:34} {value}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

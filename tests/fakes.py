@@ -84,6 +84,7 @@ class _FakeVADStream:
 class FakeVAD:
     sample_rate_hz = 16_000
     chunk_samples = 512
+    runs_inline = False  # like Silero: exercise the thread hop
 
     def __init__(self, rms_threshold: float = 0.01) -> None:
         self.rms_threshold = rms_threshold

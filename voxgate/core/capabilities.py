@@ -40,6 +40,9 @@ class VADStream(Protocol):
 class VoiceActivityDetector(Protocol):
     sample_rate_hz: int
     chunk_samples: int
+    runs_inline: bool
+    """True when a call costs microseconds: it then runs on the event loop, where a thread hop
+    would cost more than the work."""
 
     def new_stream(self) -> VADStream: ...
 

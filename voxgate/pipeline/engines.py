@@ -89,6 +89,8 @@ class Engines:
     )
 
     async def speech_probabilities(self, stream: VADStream, chunks: Float32Array) -> Float32Array:
+        if self.vad.runs_inline:
+            return stream.speech_probabilities(chunks)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._vad_thread, stream.speech_probabilities, chunks)
 

@@ -14,6 +14,7 @@ _CONTEXT_SAMPLES = 64  # the model looks at the tail of the previous chunk, as t
 class SileroVAD:
     sample_rate_hz = 16_000
     chunk_samples = 512
+    runs_inline = False  # ~0.2 ms a chunk: too much to run on the event loop
 
     def __init__(self, model_path: str) -> None:
         options = ort.SessionOptions()

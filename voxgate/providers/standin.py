@@ -21,6 +21,7 @@ _TONE_MS_PER_WORD = 200
 class EnergyVAD:
     sample_rate_hz = 16_000
     chunk_samples = 512
+    runs_inline = True
 
     def new_stream(self) -> EnergyStream:
         return EnergyStream()
