@@ -42,3 +42,48 @@ def test_a_signing_key_is_made_once_and_kept(tmp_path: Path) -> None:
     given = with_signing_key(server_settings(tmp_path, jwt_secret="configured"))
     assert given.server.jwt_secret is not None
     assert given.server.jwt_secret.get_secret_value() == "configured"
+
+
+async def test_shutdown_lets_a_reply_in_flight_finish_then_closes(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    import uvicorn
+    import websockets
+
+    from tests.fakes import FakeLLM
+    from voxgate.server.app import create_app
+    from voxgate.server.serve import _DrainingServer
+
+    settings = server_settings(tmp_path, shutdown_grace_s=10)
+    fakes = Fakes(llm=FakeLLM(["One. ", "Two. ", "Three."], delay_s=0.3))
+    engines = fakes.engines()
+    devices = DeviceStore(tmp_path / "devices.db")
+    _, token = devices.add("d")
+    app = create_app(settings, engines=engines, devices=devices)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    server = _DrainingServer(config, app, grace_s=10)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    received: list[str] = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/relay?token={token}") as ws:
+        await ws.send(json.dumps({"event": "session.start", "seq": 1, "payload": {}}))
+        await ws.send(json.dumps({"event": "text.input", "seq": 2, "payload": {"text": "count"}}))
+        while "reply.started" not in received:
+            message = await ws.recv()
+            if isinstance(message, str):
+                received.append(json.loads(message)["event"])
+        server.should_exit = True  # as on SIGTERM, while the reply is still being written
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    received.append(json.loads(message)["event"])
+        except websockets.ConnectionClosed:
+            pass
+    await asyncio.wait_for(task, 20)
+    engines.close()
+    devices.close()
+    assert "turn.done" in received, received
+    assert fakes.llm.completed == 1
