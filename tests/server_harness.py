@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,12 +26,15 @@ async def running_server(
 
 
 @asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port); yields ``host:port``."""
+async def serving(
+    app: Starlette, make_server: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields ``host:port``. Leaving the block stops
+    the server as a SIGTERM would."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", ws_per_message_deflate=False
     )
-    server = uvicorn.Server(config)
+    server = make_server(config)
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import httpx
+import uvicorn
+import websockets
 
-from tests.fakes import Fakes
-from tests.server_harness import running_server, server_settings
+from tests.fakes import FakeLLM, Fakes
+from tests.server_harness import running_server, server_settings, serving
+from voxgate.server.app import create_app
+from voxgate.server.serve import _DrainingServer
 from voxgate.store.devices import DeviceStore
 
 
@@ -45,44 +51,34 @@ def test_a_signing_key_is_made_once_and_kept(tmp_path: Path) -> None:
 
 
 async def test_shutdown_lets_a_reply_in_flight_finish_then_closes(tmp_path: Path) -> None:
-    import asyncio
-    import json
-
-    import uvicorn
-    import websockets
-
-    from tests.fakes import FakeLLM
-    from voxgate.server.app import create_app
-    from voxgate.server.serve import _DrainingServer
-
     settings = server_settings(tmp_path, shutdown_grace_s=10)
     fakes = Fakes(llm=FakeLLM(["One. ", "Two. ", "Three."], delay_s=0.3))
     engines = fakes.engines()
     devices = DeviceStore(tmp_path / "devices.db")
     _, token = devices.add("d")
     app = create_app(settings, engines=engines, devices=devices)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    server = _DrainingServer(config, app, grace_s=10)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     received: list[str] = []
-    async with websockets.connect(f"ws://127.0.0.1:{port}/v1/relay?token={token}") as ws:
+    servers: list[uvicorn.Server] = []
+
+    def draining(config: uvicorn.Config) -> uvicorn.Server:
+        servers.append(_DrainingServer(config, app, grace_s=10))
+        return servers[-1]
+
+    async with (
+        serving(app, draining) as address,
+        websockets.connect(f"ws://{address}/v1/relay?token={token}") as ws,
+    ):
         await ws.send(json.dumps({"event": "session.start", "seq": 1, "payload": {}}))
-        await ws.send(json.dumps({"event": "text.input", "seq": 2, "payload": {"text": "count"}}))
+        await ws.send(json.dumps({"event": "text.input", "seq": 2, "payload": {"text": "go"}}))
         while "reply.started" not in received:
             message = await ws.recv()
             if isinstance(message, str):
                 received.append(json.loads(message)["event"])
-        server.should_exit = True  # as on SIGTERM, while the reply is still being written
-        try:
+        servers[0].should_exit = True  # as on SIGTERM, while the reply is being written
+        with contextlib.suppress(websockets.ConnectionClosed):
             async for message in ws:
                 if isinstance(message, str):
                     received.append(json.loads(message)["event"])
-        except websockets.ConnectionClosed:
-            pass
-    await asyncio.wait_for(task, 20)
     engines.close()
     devices.close()
     assert "turn.done" in received, received
