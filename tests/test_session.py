@@ -773,3 +773,13 @@ async def test_close_while_replying_ends_events_and_cancels_the_reply(open_rig: 
     await asyncio.sleep(0.05)
     assert len(fakes.llm.calls) == 1
     assert fakes.stt.calls == []
+
+
+@bounded(10)
+async def test_commit_turn_says_whether_there_was_a_turn_to_end(open_rig: OpenRig) -> None:
+    rig = open_rig(end_of_turn_silence_ms=5000, speculative_start_ms=None)
+    await feed(rig.session, silence(500))
+    assert rig.session.commit_turn() is False
+    await feed(rig.session, utterance(speech_ms=600))
+    assert rig.session.commit_turn() is True
+    assert rig.session.commit_turn() is False

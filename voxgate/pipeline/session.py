@@ -144,10 +144,14 @@ class TurnSession:
             self._check_barge_in()
             self._maybe_transcribe_partial()
 
-    def commit_turn(self) -> None:
-        """The client says the user has finished (its own VAD, or push-to-talk released)."""
-        for decision in self._endpointer.commit():
+    def commit_turn(self) -> bool:
+        """The client says the user has finished (its own VAD, or push-to-talk released).
+
+        False when there was nothing to commit: no speech heard since the last turn."""
+        decisions = self._endpointer.commit()
+        for decision in decisions:
             self._decide(decision, self._clock())
+        return bool(decisions)
 
     async def say(self, text: str) -> None:
         """A typed turn: answered like a spoken one, interrupting any reply in progress."""
