@@ -126,3 +126,24 @@ async def _until_done(session: TurnSession) -> tuple[TurnDone, bytes]:
             if isinstance(event, TurnDone):
                 return event, b"".join(audio)
     raise AssertionError("session closed before the turn was done")
+
+
+@pytest.mark.parametrize("answer", ["Okay.", "Yes.", "Paris.", "No thanks."])
+async def test_a_short_answer_is_not_transcribed_as_a_loop(
+    real_engines: Engines, answer: str
+) -> None:
+    # Whisper on a short window loops on answers like these ("Okay. Okay. Okay.").
+    chunks = [chunk async for chunk in real_engines.tts.synthesize(answer)]
+    speech = resample(np.concatenate(chunks), real_engines.tts.sample_rate_hz, 16_000)
+    text = await real_engines.stt.transcribe(int16_to_float(speech))
+    # One word may be misheard ("Harris"); what must not happen is the loop.
+    assert len(normalize_words(text)) == len(normalize_words(answer)), text
+
+
+def test_repetition_is_recognised() -> None:
+    from voxgate.providers.faster_whisper_stt import repeats_itself
+
+    assert repeats_itself("Okay. Okay. Okay.")
+    assert repeats_itself("and then the cat and then the cat and then the cat")
+    assert not repeats_itself("the cat sat on the mat")
+    assert not repeats_itself("very very good")

@@ -1,9 +1,12 @@
 """Whisper through faster-whisper (CTranslate2), int8 on the CPU by default.
 
 An utterance is short, but Whisper's encoder is normally run on a 30-second window of mostly
-padding: on two cores that is ~0.3 s of a ~0.45 s transcription. We encode only a window that fits
-the utterance plus a second of padding instead, which on the LibriVox clips gives the same words at
-two to five times the speed (see bench/turn.py). Longer audio takes faster-whisper's own path.
+padding: on two cores that is ~0.3 s of a ~0.45 s transcription. We encode a window that fits the
+utterance plus a second of padding instead, at least 10 s: on the LibriVox clips that gives the
+same words at two to three times the speed (see bench/turn.py). Windows shorter than that make
+Whisper loop on very short answers ("Okay. Okay. Okay."), and so does a 10 s window now and then:
+a transcript that repeats itself is redone on the full 30 s window. Audio longer than 30 s takes
+faster-whisper's own path.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from voxgate.core.errors import ErrorCode, ProviderError
 _NO_SPEECH_PROB = 0.6
 _LOW_LOGPROB = -1.0
 _PAD_FRAMES = 100  # one second of mel frames after the speech
+_MIN_FRAMES = 1000  # a 10 s window
 _TOKENS_PER_SECOND = 8  # generous: fast speech is ~4 tokens a second
 
 
@@ -56,9 +60,15 @@ class FasterWhisperSTT:
 
     def _transcribe_blocking(self, audio: Float32Array) -> str:
         features = self._model.feature_extractor(audio)
-        frames = math.ceil((features.shape[1] + _PAD_FRAMES) / 100) * 100
+        frames = max(_MIN_FRAMES, math.ceil((features.shape[1] + _PAD_FRAMES) / 100) * 100)
         if frames > self._max_frames:
             return self._transcribe_long(audio)
+        text = self._decode(audio, features, frames)
+        if repeats_itself(text) and frames < self._max_frames:
+            text = self._decode(audio, features, self._max_frames)
+        return text
+
+    def _decode(self, audio: Float32Array, features: Float32Array, frames: int) -> str:
         window = np.zeros((features.shape[0], frames), dtype=np.float32)
         window[:, : features.shape[1]] = features
         seconds = audio.size / self.sample_rate_hz
@@ -95,6 +105,17 @@ class FasterWhisperSTT:
             if not (segment.no_speech_prob > _NO_SPEECH_PROB and segment.avg_logprob < _LOW_LOGPROB)
         ]
         return " ".join(text for text in kept if text)
+
+
+def repeats_itself(text: str, times: int = 3) -> bool:
+    """True when some run of one to four words comes ``times`` times in a row (Whisper looping)."""
+    words = [word.strip(".,!?;:").lower() for word in text.split()]
+    for size in range(1, 5):
+        for start in range(len(words) - size * times + 1):
+            gram = words[start : start + size]
+            if all(words[start + k * size : start + (k + 1) * size] == gram for k in range(times)):
+                return True
+    return False
 
 
 def create(settings: STTSettings, models: ModelResolver) -> FasterWhisperSTT:
