@@ -95,10 +95,17 @@ async def elato_client(address: str, mac: str, samples: np.ndarray, end_s: float
         ]
     headers = {"Authorization": f"Bearer {token}", "X-Device-Mac": mac, "X-Wifi-Rssi": "-50"}
     async with websockets.connect(f"ws://{address}/ws/esp32", additional_headers=headers) as ws:
-        while True:  # auth, then the greeting, until RESPONSE.COMPLETE: the device listens
+        greeting_started, packets = 0.0, 0
+        while True:  # auth, then the greeting, until RESPONSE.COMPLETE
             message = await ws.recv()
-            if isinstance(message, str) and json.loads(message).get("msg") == "RESPONSE.COMPLETE":
+            if isinstance(message, bytes):
+                greeting_started = greeting_started or time.monotonic()
+                packets += 1
+            elif json.loads(message).get("msg") == "RESPONSE.COMPLETE":
                 break
+        # The firmware plays the greeting out, then listens 1 s after RESPONSE.COMPLETE.
+        played_out = greeting_started + packets * 0.12 if packets else time.monotonic()
+        await asyncio.sleep(max(0.0, played_out - time.monotonic()) + 1.0)
         first_audio: list[float] = []
 
         async def read() -> None:
@@ -135,10 +142,13 @@ async def proxy_http_client(address: str, token: str, samples: np.ndarray, end_s
             }
             if body["is_final"]:
                 await asyncio.sleep(max(0.0, start + (index + 1) * 0.1 - time.monotonic()))
+                first_byte = 0.0
                 async with http.stream("POST", "/v1/audio", json=body, headers=headers) as response:
-                    async for _ in response.aiter_bytes():
-                        return time.monotonic() - (start + end_s)
-                raise RuntimeError("the reply had no audio")
+                    async for _ in response.aiter_bytes():  # to the end: the turn is then done
+                        first_byte = first_byte or time.monotonic()
+                if not first_byte:
+                    raise RuntimeError("the reply had no audio")
+                return first_byte - (start + end_s)
             await http.post("/v1/audio", json=body, headers=headers)
             await asyncio.sleep(max(0.0, start + (index + 1) * 0.1 - time.monotonic()))
     raise RuntimeError("no chunks")
