@@ -33,6 +33,7 @@ from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.config import Settings, load_settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
+from voxgate.pipeline.endpointing import Endpointer, EndpointerConfig, TurnEnded
 from voxgate.pipeline.engines import warm_up
 from voxgate.server.app import create_app
 from voxgate.server.context import ServerContext
@@ -43,14 +44,29 @@ RATE = 16_000
 FRAME_MS = 20
 
 
-async def last_voiced_s(engines: Engines, samples: np.ndarray) -> float:
-    """Where the VAD hears the speech end, in seconds from the clip's start."""
-    audio = int16_to_float(samples)
+async def last_voiced_s(engines: Engines, samples: np.ndarray, settings: Settings) -> float:
+    """Where the server's endpointer will put the end of the speech, in seconds from the start:
+    the same VAD and the same decisions, run on the clip ahead of time."""
+    audio = int16_to_float(np.concatenate([samples, np.zeros(RATE * 3 // 2, dtype=np.int16)]))
     usable = len(audio) // 512 * 512
     stream = engines.vad.new_stream()
     probabilities = await engines.speech_probabilities(stream, audio[:usable].reshape(-1, 512))
-    voiced = np.flatnonzero(probabilities >= 0.35)
-    return float((voiced[-1] + 1) * 512 / RATE) if voiced.size else len(audio) / RATE
+    turn = settings.turn
+    endpointer = Endpointer(
+        EndpointerConfig(
+            chunk_ms=32,
+            min_speech_ms=turn.min_speech_ms,
+            end_of_turn_silence_ms=turn.end_of_turn_silence_ms,
+            speculative_start_ms=turn.speculative_start_ms,
+            max_utterance_ms=turn.max_utterance_ms,
+        )
+    )
+    last = len(samples) / RATE
+    for probability in probabilities:
+        for decision in endpointer.feed(float(probability)):
+            if isinstance(decision, TurnEnded):
+                last = (decision.last_voiced_chunk + 1) * 512 / RATE
+    return last
 
 
 async def send_paced(
@@ -201,7 +217,7 @@ async def main(rounds: int) -> dict[str, object]:
                 for path in clips:
                     samples, rate = read_wav(path)
                     samples = resample(samples, rate, RATE)
-                    end_s = await last_voiced_s(engines, samples)
+                    end_s = await last_voiced_s(engines, samples, settings)
                     before = engine_figures(ctx)
                     seconds = await client(samples, end_s)
                     after = engine_figures(ctx)
@@ -216,6 +232,8 @@ async def main(rounds: int) -> dict[str, object]:
                 "engine_median_ms": round(statistics.median(at_engine), 1),
                 "server_adds_median_ms": round(statistics.median(added), 1),
                 "server_adds_p95_ms": round(percentile(added, 95), 1),
+                "raw_client_ms": [round(v, 1) for v in at_client],
+                "raw_engine_ms": [round(v, 1) for v in at_engine],
             }
             print(name, results[name], flush=True)
     devices.close()
