@@ -45,6 +45,11 @@ class STTSettings(BaseModel):
     threads: int = Field(2, ge=1)
     max_concurrent: int = Field(1, ge=1)
     """Transcriptions running at once; more sessions queue in arrival order."""
+    base_url: str | None = None
+    """Cloud providers: the API's base URL (e.g. ``https://api.groq.com/openai/v1``)."""
+    api_key: SecretStr | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(30.0, gt=0)
 
 
 class LLMSettings(BaseModel):
@@ -70,6 +75,12 @@ class TTSSettings(BaseModel):
     length_scale: float = Field(1.0, gt=0)
     """Above 1 speaks slower, below 1 faster."""
     max_concurrent: int = Field(1, ge=1)
+    model: str | None = None
+    """Cloud providers: the TTS model id (e.g. ``gpt-4o-mini-tts``, ``aura-2-thalia-en``)."""
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(30.0, gt=0)
 
 
 class TurnSettings(BaseModel):
