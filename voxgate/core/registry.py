@@ -16,6 +16,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
     },
     "stt": {
         "faster-whisper": "voxgate.providers.faster_whisper_stt:create",
+        "openai": "voxgate.providers.openai_stt:create",
         "standin": "voxgate.providers.standin:create_stt",
     },
     "llm": {
@@ -25,6 +26,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
     },
     "tts": {
         "piper": "voxgate.providers.piper_tts:create",
+        "openai": "voxgate.providers.openai_tts:create",
         "standin": "voxgate.providers.standin:create_tts",
     },
 }
