@@ -15,38 +15,26 @@ import httpx
 
 from voxgate.core.capabilities import ChatMessage
 from voxgate.core.config import LLMSettings
-from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
-
-_BODY_SNIPPET_CHARS = 200
+from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.providers.http_api import HttpApi, describe
 
 
 class OpenAICompatibleLLM:
     """Streams replies from ``{base_url}/chat/completions``; one HTTP client for all sessions."""
 
     def __init__(self, settings: LLMSettings) -> None:
-        if not settings.base_url:
-            raise ConfigError(
-                "the openai LLM provider needs llm.base_url, e.g. http://localhost:11434/v1"
-            )
-        if not settings.base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"llm.base_url must start with http:// or https://, got {settings.base_url!r}"
-            )
         self._settings = settings
-        self._base_url = settings.base_url.rstrip("/")
-        self._url = f"{self._base_url}/chat/completions"
-        self._api_key = settings.api_key.get_secret_value() if settings.api_key else ""
-        headers = {"Accept": "text/event-stream"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        # Last, so a server wanting another auth scheme (e.g. Azure's ``api-key``) can get it.
-        headers.update(settings.extra_headers)
-        # One pooled client: sessions reuse connections instead of a TCP/TLS handshake per turn.
-        # The read timeout bounds the wait for each next chunk, not the whole reply.
-        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(settings.timeout_s))
+        self._api = HttpApi(
+            "llm",
+            settings,
+            accept="text/event-stream",
+            code=ErrorCode.LLM_FAILED,
+            example_url="http://localhost:11434/v1",
+        )
+        self._url = self._api.url("/chat/completions")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._api.aclose()
 
     async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         body = {
@@ -59,21 +47,21 @@ class OpenAICompatibleLLM:
         try:
             # Closing this generator early (aclose, break, cancellation) exits the ``async with``,
             # which drops the half-read connection; servers take that as "stop generating".
-            async with self._client.stream("POST", self._url, json=body) as response:
+            async with self._api.client.stream("POST", self._url, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise self._http_error(response)
+                    raise self._api.http_error(response)
                 async for piece in self._pieces(response):
                     yield piece
         except httpx.ConnectError as exc:
             raise ProviderError(
-                f"cannot connect to the LLM server at {self._base_url}: {_describe(exc)}",
+                f"cannot connect to {self._api.server}: {describe(exc)}",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             ) from exc
         except httpx.TimeoutException as exc:
             raise ProviderError(
-                f"the LLM server at {self._base_url} timed out ({_describe(exc)})",
+                f"{self._api.server} timed out ({describe(exc)})",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             ) from exc
@@ -81,7 +69,7 @@ class OpenAICompatibleLLM:
             # Mostly a connection lost mid-reply. Retryable, but the caller may already have used
             # the pieces yielded so far.
             raise ProviderError(
-                f"connection to the LLM server at {self._base_url} failed: {_describe(exc)}",
+                f"connection to {self._api.server} failed: {describe(exc)}",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             ) from exc
@@ -100,7 +88,7 @@ class OpenAICompatibleLLM:
             # A close-delimited body that just stops looks like a normal end to HTTP; without a
             # finish_reason or [DONE] the reply is truncated.
             raise ProviderError(
-                f"the LLM server at {self._base_url} cut the reply short",
+                f"{self._api.server} cut the reply short",
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             )
@@ -115,8 +103,8 @@ class OpenAICompatibleLLM:
             raise self._malformed(data)
         if "error" in chunk:  # servers report failures after the 200 header inside the stream
             raise ProviderError(
-                f"the LLM server at {self._base_url} reported an error: "
-                f"{self._snippet(json.dumps(chunk['error']))}",
+                f"{self._api.server} reported an error: "
+                f"{self._api.snippet(json.dumps(chunk['error']))}",
                 code=ErrorCode.LLM_FAILED,
             )
         choices = chunk.get("choices")
@@ -133,38 +121,9 @@ class OpenAICompatibleLLM:
 
     def _malformed(self, data: str) -> ProviderError:
         return ProviderError(
-            f"the LLM server at {self._base_url} sent a malformed chunk: {self._snippet(data)}",
+            f"{self._api.server} sent a malformed chunk: {self._api.snippet(data)}",
             code=ErrorCode.LLM_FAILED,
         )
-
-    def _http_error(self, response: httpx.Response) -> ProviderError:
-        status = response.status_code
-        retryable = status == 429 or status >= 500
-        message = f"the LLM server at {self._base_url} answered HTTP {status}"
-        retry_after = response.headers.get("Retry-After")
-        if status == 429 and retry_after:
-            message += f" (retry after {retry_after.strip()[:40]})"
-        body = self._snippet(response.text)
-        return ProviderError(
-            f"{message}: {body}" if body else message,
-            code=ErrorCode.LLM_FAILED,
-            retryable=retryable,
-        )
-
-    def _snippet(self, text: str) -> str:
-        """A short, single-line piece of server text, with the API key blanked out: some servers
-        echo the key they rejected, and error messages end up in logs and client events."""
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        text = " ".join(text.split())
-        if len(text) > _BODY_SNIPPET_CHARS:
-            text = text[:_BODY_SNIPPET_CHARS] + "..."
-        return text
-
-
-def _describe(exc: Exception) -> str:
-    # Some httpx errors (e.g. a read on a reset socket) have an empty message.
-    return str(exc) or type(exc).__name__
 
 
 async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:

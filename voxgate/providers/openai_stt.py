@@ -17,9 +17,8 @@ import httpx
 from voxgate.core.audio import float_to_int16
 from voxgate.core.capabilities import Float32Array
 from voxgate.core.config import STTSettings
-from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
-
-_BODY_SNIPPET_CHARS = 200
+from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.providers.http_api import HttpApi
 
 
 class OpenAICompatibleSTT:
@@ -28,28 +27,12 @@ class OpenAICompatibleSTT:
     sample_rate_hz = 16_000
 
     def __init__(self, settings: STTSettings) -> None:
-        if not settings.base_url:
-            raise ConfigError(
-                "the openai STT provider needs stt.base_url, e.g. https://api.openai.com/v1"
-            )
-        if not settings.base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"stt.base_url must start with http:// or https://, got {settings.base_url!r}"
-            )
         self._settings = settings
-        self._base_url = settings.base_url.rstrip("/")
-        self._url = f"{self._base_url}/audio/transcriptions"
-        self._api_key = settings.api_key.get_secret_value() if settings.api_key else ""
-        headers = {"Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        # Last, so a server wanting another auth scheme (e.g. Azure's ``api-key``) can get it.
-        headers.update(settings.extra_headers)
-        # One pooled client: turns reuse connections instead of a TCP/TLS handshake each.
-        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(settings.timeout_s))
+        self._api = HttpApi("stt", settings, accept="application/json", code=ErrorCode.STT_FAILED)
+        self._url = self._api.url("/audio/transcriptions")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._api.aclose()
 
     async def transcribe(self, audio: Float32Array) -> str:
         if audio.size == 0:
@@ -59,19 +42,15 @@ class OpenAICompatibleSTT:
             form["language"] = self._settings.language
         files = {"file": ("utterance.wav", _wav_bytes(audio, self.sample_rate_hz), "audio/wav")}
         try:
-            response = await self._client.post(self._url, data=form, files=files)
+            response = await self._api.client.post(self._url, data=form, files=files)
         except httpx.ConnectError as exc:
-            raise self._failure(
-                f"cannot connect to the STT server at {self._base_url}", exc
-            ) from exc
+            raise self._api.failure(f"cannot connect to {self._api.server}", exc) from exc
         except httpx.TimeoutException as exc:
-            raise self._failure(f"the STT server at {self._base_url} timed out", exc) from exc
+            raise self._api.failure(f"{self._api.server} timed out", exc) from exc
         except httpx.HTTPError as exc:
-            raise self._failure(
-                f"connection to the STT server at {self._base_url} failed", exc
-            ) from exc
+            raise self._api.failure(f"connection to {self._api.server} failed", exc) from exc
         if response.status_code >= 400:
-            raise self._http_error(response)
+            raise self._api.http_error(response)
         return self._text(response.text)
 
     def _text(self, body: str) -> str:
@@ -83,38 +62,10 @@ class OpenAICompatibleSTT:
         if not isinstance(text, str):
             # A server speaking another format will not start speaking this one on a retry.
             raise ProviderError(
-                f"the STT server at {self._base_url} sent a malformed answer: {self._snippet(body)}",
+                f"{self._api.server} sent a malformed answer: {self._api.snippet(body)}",
                 code=ErrorCode.STT_FAILED,
             )
         return text.strip()
-
-    def _failure(self, message: str, exc: httpx.HTTPError) -> ProviderError:
-        # Some httpx errors (e.g. a read on a reset socket) have an empty message.
-        detail = self._snippet(str(exc)) or type(exc).__name__
-        return ProviderError(f"{message}: {detail}", code=ErrorCode.STT_FAILED, retryable=True)
-
-    def _http_error(self, response: httpx.Response) -> ProviderError:
-        status = response.status_code
-        message = f"the STT server at {self._base_url} answered HTTP {status}"
-        retry_after = response.headers.get("Retry-After")
-        if status == 429 and retry_after:
-            message += f" (retry after {retry_after.strip()[:40]})"
-        body = self._snippet(response.text)
-        return ProviderError(
-            f"{message}: {body}" if body else message,
-            code=ErrorCode.STT_FAILED,
-            retryable=status == 429 or status >= 500,
-        )
-
-    def _snippet(self, text: str) -> str:
-        """A short, single-line piece of server text, with the API key blanked out: some servers
-        echo the key they rejected, and error messages end up in logs and client events."""
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        text = " ".join(text.split())
-        if len(text) > _BODY_SNIPPET_CHARS:
-            text = text[:_BODY_SNIPPET_CHARS] + "..."
-        return text
 
 
 def _wav_bytes(audio: Float32Array, sample_rate_hz: int) -> bytes:

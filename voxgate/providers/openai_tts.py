@@ -14,13 +14,12 @@ import numpy as np
 
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.config import TTSSettings
-from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
+from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.providers.http_api import HttpApi
 
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 MIN_CHUNK_MS = 50
 """Audio is passed on in pieces at least this long (but the last): network reads can be tiny."""
-
-_BODY_SNIPPET_CHARS = 200
 
 
 class OpenAICompatibleTTS:
@@ -29,28 +28,13 @@ class OpenAICompatibleTTS:
     sample_rate_hz = 24_000
 
     def __init__(self, settings: TTSSettings) -> None:
-        if not settings.base_url:
-            raise ConfigError(
-                "the openai TTS provider needs tts.base_url, e.g. https://api.openai.com/v1"
-            )
-        if not settings.base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"tts.base_url must start with http:// or https://, got {settings.base_url!r}"
-            )
         self._settings = settings
-        self._base_url = settings.base_url.rstrip("/")
-        self._url = f"{self._base_url}/audio/speech"
-        self._api_key = settings.api_key.get_secret_value() if settings.api_key else ""
+        self._api = HttpApi("tts", settings, code=ErrorCode.TTS_FAILED)
+        self._url = self._api.url("/audio/speech")
         self._min_chunk_bytes = self.sample_rate_hz * MIN_CHUNK_MS // 1000 * 2
-        headers: dict[str, str] = {}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        headers.update(settings.extra_headers)  # last: another auth scheme can replace ours
-        # The read timeout bounds the wait for each next piece of audio, not the whole reply.
-        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(settings.timeout_s))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._api.aclose()
 
     def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
         return self._stream(text)
@@ -67,24 +51,20 @@ class OpenAICompatibleTTS:
         try:
             # Closing this generator early (a barge-in) exits the ``async with``, which drops the
             # half-read connection instead of downloading audio nobody will hear.
-            async with self._client.stream("POST", self._url, json=body) as response:
+            async with self._api.client.stream("POST", self._url, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise self._http_error(response)
+                    raise self._api.http_error(response)
                 self._check_is_audio(response)
                 async for chunk in self._chunks(response):
                     yield chunk
         except httpx.ConnectError as exc:
-            raise self._failure(
-                f"cannot connect to the TTS server at {self._base_url}", exc
-            ) from exc
+            raise self._api.failure(f"cannot connect to {self._api.server}", exc) from exc
         except httpx.TimeoutException as exc:
-            raise self._failure(f"the TTS server at {self._base_url} timed out", exc) from exc
+            raise self._api.failure(f"{self._api.server} timed out", exc) from exc
         except httpx.HTTPError as exc:
             # Mostly a connection lost mid-reply; the caller may have played what came before.
-            raise self._failure(
-                f"connection to the TTS server at {self._base_url} failed", exc
-            ) from exc
+            raise self._api.failure(f"connection to {self._api.server} failed", exc) from exc
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[Int16Array]:
         pending = bytearray()
@@ -97,7 +77,7 @@ class OpenAICompatibleTTS:
                 del pending[:whole]
         if len(pending) % 2:
             raise ProviderError(
-                f"the TTS server at {self._base_url} ended its audio in the middle of a sample",
+                f"{self._api.server} ended its audio in the middle of a sample",
                 code=ErrorCode.TTS_FAILED,
                 retryable=True,
             )
@@ -110,38 +90,9 @@ class OpenAICompatibleTTS:
         content_type = response.headers.get("Content-Type", "").lower()
         if content_type.startswith(("application/json", "text/")):
             raise ProviderError(
-                f"the TTS server at {self._base_url} answered {content_type.split(';')[0]} "
-                "instead of PCM audio",
+                f"{self._api.server} answered {content_type.split(';')[0]} instead of PCM audio",
                 code=ErrorCode.TTS_FAILED,
             )
-
-    def _failure(self, message: str, exc: httpx.HTTPError) -> ProviderError:
-        # Some httpx errors (e.g. a read on a reset socket) have an empty message.
-        detail = self._snippet(str(exc)) or type(exc).__name__
-        return ProviderError(f"{message}: {detail}", code=ErrorCode.TTS_FAILED, retryable=True)
-
-    def _http_error(self, response: httpx.Response) -> ProviderError:
-        status = response.status_code
-        message = f"the TTS server at {self._base_url} answered HTTP {status}"
-        retry_after = response.headers.get("Retry-After")
-        if status == 429 and retry_after:
-            message += f" (retry after {retry_after.strip()[:40]})"
-        body = self._snippet(response.text)
-        return ProviderError(
-            f"{message}: {body}" if body else message,
-            code=ErrorCode.TTS_FAILED,
-            retryable=status == 429 or status >= 500,
-        )
-
-    def _snippet(self, text: str) -> str:
-        """A short, single-line piece of server text, with the API key blanked out: some servers
-        echo the key they rejected, and error messages end up in logs and client events."""
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        text = " ".join(text.split())
-        if len(text) > _BODY_SNIPPET_CHARS:
-            text = text[:_BODY_SNIPPET_CHARS] + "..."
-        return text
 
 
 def _samples(data: bytes | bytearray) -> Int16Array:

@@ -1,0 +1,119 @@
+"""The HTTP plumbing the OpenAI-compatible providers share: the ``base_url`` check, one pooled
+client with the auth headers, and turning HTTP and transport failures into :class:`ProviderError`.
+
+No retries here: an error's ``retryable`` tells the layer above (which owns retries and fallback)
+whether trying again may help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import httpx
+from pydantic import SecretStr
+
+from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
+
+_BODY_SNIPPET_CHARS = 200
+
+
+class ApiSettings(Protocol):
+    """The endpoint fields of a provider's settings (:class:`~voxgate.core.config.STTSettings`,
+    ``LLMSettings``, ``TTSSettings``)."""
+
+    @property
+    def base_url(self) -> str | None: ...
+
+    @property
+    def api_key(self) -> SecretStr | None: ...
+
+    @property
+    def extra_headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+
+class HttpApi:
+    """One server's API: ``{base_url}/...`` over a pooled client shared by all sessions.
+
+    ``section`` names the settings section (``stt``) in messages: ``stt.base_url``, and "the STT
+    server at ..." for the server. ``example_url`` is the example a missing ``base_url``'s message
+    gives.
+    """
+
+    def __init__(
+        self,
+        section: str,
+        settings: ApiSettings,
+        *,
+        code: ErrorCode,
+        example_url: str = "https://api.openai.com/v1",
+        accept: str | None = None,
+    ) -> None:
+        what = section.upper()
+        base_url = settings.base_url
+        if not base_url:
+            raise ConfigError(
+                f"the openai {what} provider needs {section}.base_url, e.g. {example_url}"
+            )
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{section}.base_url must start with http:// or https://, got {base_url!r}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.server = f"the {what} server at {self.base_url}"
+        """How messages name the server: ``the STT server at https://...``."""
+        self.code = code
+        self._api_key = settings.api_key.get_secret_value() if settings.api_key else ""
+        headers = {"Accept": accept} if accept else {}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        # Last, so a server wanting another auth scheme (e.g. Azure's ``api-key``) can get it.
+        headers.update(settings.extra_headers)
+        # One pooled client: sessions reuse connections instead of a TCP/TLS handshake per turn.
+        # On a streamed reply the read timeout bounds the wait for each next piece, not the whole.
+        self.client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(settings.timeout_s))
+
+    def url(self, path: str) -> str:
+        """The address of ``path`` (e.g. ``/audio/speech``) on this server."""
+        return f"{self.base_url}{path}"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def snippet(self, text: str) -> str:
+        """A short, single-line piece of server text, with the API key blanked out: some servers
+        echo the key they rejected, and error messages end up in logs and client events."""
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        text = " ".join(text.split())
+        if len(text) > _BODY_SNIPPET_CHARS:
+            text = text[:_BODY_SNIPPET_CHARS] + "..."
+        return text
+
+    def http_error(self, response: httpx.Response) -> ProviderError:
+        """The error for an HTTP error status; the body must have been read."""
+        status = response.status_code
+        message = f"{self.server} answered HTTP {status}"
+        retry_after = response.headers.get("Retry-After")
+        if status == 429 and retry_after:
+            message += f" (retry after {retry_after.strip()[:40]})"
+        body = self.snippet(response.text)
+        return ProviderError(
+            f"{message}: {body}" if body else message,
+            code=self.code,
+            retryable=status == 429 or status >= 500,
+        )
+
+    def failure(self, message: str, exc: httpx.HTTPError) -> ProviderError:
+        """A transport failure (connect, timeout, lost connection): ``message: detail``."""
+        detail = self.snippet(str(exc)) or type(exc).__name__
+        return ProviderError(f"{message}: {detail}", code=self.code, retryable=True)
+
+
+def describe(exc: Exception) -> str:
+    """An exception's message, or its type's name: some httpx errors (e.g. a read on a reset
+    socket) have an empty message."""
+    return str(exc) or type(exc).__name__
