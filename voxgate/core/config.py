@@ -27,6 +27,32 @@ def default_data_dir() -> Path:
     return Path(base) / "voxgate"
 
 
+class RetrySettings(BaseModel):
+    attempts: int = Field(2, ge=1)
+    """Tries in all, the first included; only errors the provider calls retryable are retried."""
+    base_backoff_s: float = Field(0.2, ge=0)
+    max_backoff_s: float = Field(2.0, ge=0)
+    """A longer Retry-After gives up at once, so the next engine in the chain can answer."""
+
+
+class BreakerSettings(BaseModel):
+    failure_threshold: int = Field(3, ge=1)
+    """Consecutive failures that open the circuit: the engine is then skipped at once..."""
+    cooldown_s: float = Field(30.0, ge=0)
+    """...for this long, after which one trial call may go through."""
+
+
+class ResilienceSettings(BaseModel):
+    """Failure handling, for every engine section (stt, llm, tts)."""
+
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    timeout_s_first_byte: float | None = Field(None, gt=0)
+    """Streams (LLM, TTS): give up if nothing comes within this long."""
+    timeout_s_total: float | None = Field(None, gt=0)
+    """Time spent waiting on the engine for one call, at most."""
+
+
 class VADSettings(BaseModel):
     provider: str = "silero"
     model: str = "silero-vad"
@@ -35,7 +61,7 @@ class VADSettings(BaseModel):
     """Speech probability above which a chunk counts as speech."""
 
 
-class STTSettings(BaseModel):
+class STTSettings(ResilienceSettings):
     provider: str = "faster-whisper"
     model: str = "whisper-tiny-en"
     """A name from ``voxgate models`` or a path to a CTranslate2 Whisper directory."""
@@ -50,9 +76,11 @@ class STTSettings(BaseModel):
     api_key: SecretStr | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0)
+    fallbacks: list[STTSettings] = Field(default_factory=list)
+    """Engines tried in order when this one fails (each with its own settings)."""
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(ResilienceSettings):
     provider: str = "llamacpp"
     model: str = "qwen2.5-0.5b-instruct"
     """llamacpp: a name from ``voxgate models`` or a path to a GGUF file. openai: the model id."""
@@ -66,9 +94,11 @@ class LLMSettings(BaseModel):
     threads: int = Field(2, ge=1)
     max_concurrent: int = Field(1, ge=1)
     timeout_s: float = Field(30.0, gt=0)
+    fallbacks: list[LLMSettings] = Field(default_factory=list)
+    """Engines tried in order when this one fails, e.g. a cloud LLM falling back to llamacpp."""
 
 
-class TTSSettings(BaseModel):
+class TTSSettings(ResilienceSettings):
     provider: str = "piper"
     voice: str = "en_US-joe-medium"
     """A name from ``voxgate models`` or a path to a Piper ``.onnx`` voice (its ``.onnx.json`` beside)."""
@@ -81,6 +111,8 @@ class TTSSettings(BaseModel):
     api_key: SecretStr | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0)
+    fallbacks: list[TTSSettings] = Field(default_factory=list)
+    """Engines tried in order when this one fails; their audio is resampled to this one's rate."""
 
 
 class TurnSettings(BaseModel):

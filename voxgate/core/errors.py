@@ -58,7 +58,16 @@ class ProtocolError(VoxgateError):
 class ProviderError(VoxgateError):
     """An engine (VAD, STT, LLM, TTS) failed; ``retryable`` says whether trying again may help."""
 
-    def __init__(self, message: str, *, code: ErrorCode, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        """How long the provider asked us to wait (an HTTP ``Retry-After``), when it said."""

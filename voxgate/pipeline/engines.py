@@ -23,6 +23,16 @@ from voxgate.core.capabilities import (
     VoiceActivityDetector,
 )
 from voxgate.core.config import Settings
+from voxgate.pipeline.resilience import (
+    CircuitBreaker,
+    FallbackLLM,
+    FallbackSTT,
+    FallbackTTS,
+    ResilientLLM,
+    ResilientSTT,
+    ResilientTTS,
+    RetryPolicy,
+)
 
 
 class LimitedSTT:
@@ -99,24 +109,59 @@ class Engines:
 
 
 def load_engines(settings: Settings, models: ModelResolver) -> Engines:
-    """Load every configured engine once (in parallel: the loads are mostly I/O and native code)."""
-    sections: dict[str, Any] = {
-        "vad": settings.vad,
-        "stt": settings.stt,
-        "llm": settings.llm,
-        "tts": settings.tts,
+    """Load every configured engine once (in parallel: the loads are mostly I/O and native code),
+    each fallback too, and wrap them: retries, breaker and timeouts innermost, then the
+    concurrency limit (so timeouts measure the engine, not the queue), then the fallback chain."""
+    chains: dict[str, list[Any]] = {
+        "stt": [settings.stt, *settings.stt.fallbacks],
+        "llm": [settings.llm, *settings.llm.fallbacks],
+        "tts": [settings.tts, *settings.tts.fallbacks],
     }
-    with ThreadPoolExecutor(len(sections), thread_name_prefix="voxgate-load") as pool:
-        futures = {
-            capability: pool.submit(registry.factory(capability, section.provider), section, models)
-            for capability, section in sections.items()
-        }
-        loaded = {capability: future.result() for capability, future in futures.items()}
+    jobs = [("vad", settings.vad)] + [(cap, s) for cap, chain in chains.items() for s in chain]
+    with ThreadPoolExecutor(len(jobs), thread_name_prefix="voxgate-load") as pool:
+        futures = [
+            pool.submit(registry.factory(capability, section.provider), section, models)
+            for capability, section in jobs
+        ]
+        loaded = [future.result() for future in futures]
+    engines = iter(loaded[1:])
+
+    def guarded(capability: str, section: Any) -> Any:
+        engine = next(engines)
+        policy = RetryPolicy(**section.retry.model_dump())
+        breaker = CircuitBreaker(**section.breaker.model_dump())
+        name = f"{capability} {section.provider}"
+        if capability == "stt":
+            resilient_stt = ResilientSTT(
+                engine, policy, breaker, section.timeout_s_total, name=name
+            )
+            return LimitedSTT(resilient_stt, section.max_concurrent)
+        if capability == "llm":
+            resilient_llm = ResilientLLM(
+                engine,
+                policy,
+                breaker,
+                section.timeout_s_first_byte,
+                section.timeout_s_total,
+                name=name,
+            )
+            return LimitedLLM(resilient_llm, section.max_concurrent)
+        resilient_tts = ResilientTTS(
+            engine,
+            policy,
+            breaker,
+            section.timeout_s_first_byte,
+            section.timeout_s_total,
+            name=name,
+        )
+        return LimitedTTS(resilient_tts, section.max_concurrent)
+
+    wrapped = {cap: [guarded(cap, section) for section in chain] for cap, chain in chains.items()}
     return Engines(
-        vad=loaded["vad"],
-        stt=LimitedSTT(loaded["stt"], settings.stt.max_concurrent),
-        llm=LimitedLLM(loaded["llm"], settings.llm.max_concurrent),
-        tts=LimitedTTS(loaded["tts"], settings.tts.max_concurrent),
+        vad=loaded[0],
+        stt=wrapped["stt"][0] if len(wrapped["stt"]) == 1 else FallbackSTT(wrapped["stt"]),
+        llm=wrapped["llm"][0] if len(wrapped["llm"]) == 1 else FallbackLLM(wrapped["llm"]),
+        tts=wrapped["tts"][0] if len(wrapped["tts"]) == 1 else FallbackTTS(wrapped["tts"]),
     )
 
 
