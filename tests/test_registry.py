@@ -37,3 +37,40 @@ async def test_the_stand_in_engines_answer_a_spoken_turn_without_any_model() -> 
     assert result.transcript == "hello there"
     assert result.reply_text == "Hello to you too."
     assert len(result.pcm) == 16_000 * 4 * 200 // 1000
+
+
+async def test_a_dead_cloud_llm_falls_back_to_the_next_engine_in_the_chain() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: connection refused
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    settings = Settings.model_validate(
+        {
+            **{cap: {"provider": "standin"} for cap in ("vad", "stt", "tts")},
+            "llm": {
+                "provider": "openai",
+                "base_url": f"http://127.0.0.1:{dead_port}/v1",
+                "model": "gpt-x",
+                "retry": {"attempts": 2, "base_backoff_s": 0.01},
+                "fallbacks": [{"provider": "standin"}],
+            },
+        }
+    )
+    engines = load_engines(settings, _NoModels())  # type: ignore[arg-type]
+    session = TurnSession(engines, settings.turn, settings.character, output_rate_hz=16_000)
+    tone = (np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 300) * 8000).astype(np.int16)
+    result = await asyncio.wait_for(spoken_turn(session, tone, 16_000, realtime=False), 10)
+    await session.close()
+    engines.close()
+    assert result.reply_text == "Hello to you too."  # the stand-in LLM answered
+    assert not result.errors
+
+
+def test_retry_after_is_read_in_seconds() -> None:
+    from voxgate.providers.http_api import retry_after_seconds
+
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(" 0.5 ") == 0.5
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert retry_after_seconds(None) is None

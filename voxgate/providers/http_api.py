@@ -105,6 +105,7 @@ class HttpApi:
             f"{message}: {body}" if body else message,
             code=self.code,
             retryable=status == 429 or status >= 500,
+            retry_after_s=retry_after_seconds(retry_after),
         )
 
     def failure(self, message: str, exc: httpx.HTTPError) -> ProviderError:
@@ -117,3 +118,14 @@ def describe(exc: Exception) -> str:
     """An exception's message, or its type's name: some httpx errors (e.g. a read on a reset
     socket) have an empty message."""
     return str(exc) or type(exc).__name__
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds; the HTTP-date form (rare from APIs) counts as unknown."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
