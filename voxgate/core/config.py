@@ -118,7 +118,7 @@ class TTSSettings(ResilienceSettings):
 class TurnSettings(BaseModel):
     end_of_turn_silence_ms: int = Field(500, ge=100)
     """Trailing silence after which the user's turn is over."""
-    speculative_start_ms: int | None = Field(96, ge=32)
+    speculative_start_ms: int | None = Field(64, ge=32)
     """Silence after which transcription and the reply start while still waiting for the end of the
     turn; discarded if the user goes on. ``None`` waits for the end of the turn."""
     min_speech_ms: int = Field(96, ge=32)
