@@ -14,12 +14,10 @@ import pytest
 
 from voxgate.core.capabilities import ChatMessage, Float32Array, Int16Array
 from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.pipeline.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voxgate.pipeline.resilience import (
     CircuitBreaker,
     CircuitOpenError,
-    FallbackLLM,
-    FallbackSTT,
-    FallbackTTS,
     ResilientLLM,
     ResilientSTT,
     ResilientTTS,

@@ -13,6 +13,14 @@ Emit = Callable[[T], None]
 """Called by the worker thread with each item it produces."""
 
 
+async def close_stream(iterator: AsyncIterator[object]) -> None:
+    """Close an async iterator if it can be closed (an async generator): stops its producer now
+    instead of when the garbage collector gets to it."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc

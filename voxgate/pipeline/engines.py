@@ -23,11 +23,10 @@ from voxgate.core.capabilities import (
     VoiceActivityDetector,
 )
 from voxgate.core.config import Settings
+from voxgate.core.threads import close_stream
+from voxgate.pipeline.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voxgate.pipeline.resilience import (
     CircuitBreaker,
-    FallbackLLM,
-    FallbackSTT,
-    FallbackTTS,
     ResilientLLM,
     ResilientSTT,
     ResilientTTS,
@@ -61,7 +60,7 @@ class LimitedLLM:
                 async for piece in pieces:
                     yield piece
             finally:
-                await _close(pieces)
+                await close_stream(pieces)
 
 
 class LimitedTTS:
@@ -77,13 +76,7 @@ class LimitedTTS:
                 async for chunk in chunks:
                     yield chunk
             finally:
-                await _close(chunks)
-
-
-async def _close(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
+                await close_stream(chunks)
 
 
 @dataclass

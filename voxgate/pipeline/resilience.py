@@ -17,18 +17,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import numpy as np
-
-from voxgate.core.audio import StreamResampler, float_to_int16, int16_to_float, resample
 from voxgate.core.capabilities import (
     ChatMessage,
     Float32Array,
     Int16Array,
-    LanguageModel,
     SpeechToText,
     TextToSpeech,
 )
 from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.core.threads import close_stream
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -208,7 +205,7 @@ class _Guard:
                 if yielded:
                     raise
                 last_error = error
-                await _close(source)
+                await close_stream(source)
                 await self._retry_wait(error, attempt)
                 continue
             except Exception:
@@ -222,7 +219,7 @@ class _Guard:
                     self.breaker.release()
                 raise
             finally:
-                await _close(source)
+                await close_stream(source)
             self.breaker.record_success()
             return
 
@@ -260,45 +257,18 @@ def _remaining(total_s: float | None, spent_s: float) -> float | None:
     return None if total_s is None else max(0.0, total_s - spent_s)
 
 
-async def _close(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
-
-
 # ---------------------------------------------------------------------------------------------
 # One engine made resilient
 
 
-class ResilientSTT:
+class _Resilient:
+    """An engine behind a :class:`_Guard`; subclasses say which error code their failures get."""
+
+    code: ErrorCode
+
     def __init__(
         self,
-        inner: SpeechToText,
-        policy: RetryPolicy,
-        breaker: CircuitBreaker,
-        timeout_s_total: float | None = None,
-        *,
-        name: str | None = None,
-    ) -> None:
-        self.inner = inner
-        self.sample_rate_hz = inner.sample_rate_hz
-        self.guard = _Guard(
-            name or type(inner).__name__,
-            ErrorCode.STT_FAILED,
-            policy,
-            breaker,
-            None,
-            timeout_s_total,
-        )
-
-    async def transcribe(self, audio: Float32Array) -> str:
-        return await self.guard.call(lambda: self.inner.transcribe(audio))
-
-
-class ResilientLLM:
-    def __init__(
-        self,
-        inner: LanguageModel,
+        inner: Any,
         policy: RetryPolicy,
         breaker: CircuitBreaker,
         timeout_s_first_byte: float | None = None,
@@ -309,18 +279,46 @@ class ResilientLLM:
         self.inner = inner
         self.guard = _Guard(
             name or type(inner).__name__,
-            ErrorCode.LLM_FAILED,
+            self.code,
             policy,
             breaker,
             timeout_s_first_byte,
             timeout_s_total,
         )
 
+
+class ResilientSTT(_Resilient):
+    code = ErrorCode.STT_FAILED
+
+    def __init__(
+        self,
+        inner: SpeechToText,
+        policy: RetryPolicy,
+        breaker: CircuitBreaker,
+        timeout_s_total: float | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        # No first-byte timeout: a transcription is one answer, not a stream.
+        super().__init__(inner, policy, breaker, None, timeout_s_total, name=name)
+        self.sample_rate_hz = inner.sample_rate_hz
+
+    async def transcribe(self, audio: Float32Array) -> str:
+        result: str = await self.guard.call(lambda: self.inner.transcribe(audio))
+        return result
+
+
+class ResilientLLM(_Resilient):
+    code = ErrorCode.LLM_FAILED
+
     def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
-        return self.guard.stream(lambda: self.inner.stream_reply(messages))
+        stream: AsyncIterator[str] = self.guard.stream(lambda: self.inner.stream_reply(messages))
+        return stream
 
 
-class ResilientTTS:
+class ResilientTTS(_Resilient):
+    code = ErrorCode.TTS_FAILED
+
     def __init__(
         self,
         inner: TextToSpeech,
@@ -331,123 +329,9 @@ class ResilientTTS:
         *,
         name: str | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner, policy, breaker, timeout_s_first_byte, timeout_s_total, name=name)
         self.sample_rate_hz = inner.sample_rate_hz
-        self.guard = _Guard(
-            name or type(inner).__name__,
-            ErrorCode.TTS_FAILED,
-            policy,
-            breaker,
-            timeout_s_first_byte,
-            timeout_s_total,
-        )
 
     def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        return self.guard.stream(lambda: self.inner.synthesize(text))
-
-
-# ---------------------------------------------------------------------------------------------
-# Several engines, tried in order
-
-
-async def _fall_over(makers: Sequence[Callable[[], AsyncIterator[T]]]) -> AsyncIterator[T]:
-    last_error: ProviderError | None = None
-    for make in makers:
-        source = make()
-        yielded = False
-        try:
-            async for item in source:
-                yielded = True
-                yield item
-            return
-        except ProviderError as error:
-            if yielded:
-                raise
-            last_error = error
-        finally:
-            await _close(source)
-    assert last_error is not None  # the constructors refuse an empty chain
-    raise last_error
-
-
-def _check_chain(engines: Sequence[Any]) -> None:
-    if not engines:
-        raise ValueError("a fallback chain needs at least one engine")
-
-
-class FallbackSTT:
-    """Tries each engine in order; audio comes at the first engine's rate and is resampled for
-    the others (each ``transcribe`` expects its own rate)."""
-
-    def __init__(self, engines: Sequence[SpeechToText]) -> None:
-        _check_chain(engines)
-        self.engines = list(engines)
-        self.sample_rate_hz = self.engines[0].sample_rate_hz
-
-    async def transcribe(self, audio: Float32Array) -> str:
-        last_error: ProviderError | None = None
-        for engine in self.engines:
-            try:
-                return await engine.transcribe(self._at_rate(audio, engine.sample_rate_hz))
-            except ProviderError as error:
-                last_error = error
-        assert last_error is not None
-        raise last_error
-
-    def _at_rate(self, audio: Float32Array, rate_hz: int) -> Float32Array:
-        if rate_hz == self.sample_rate_hz:
-            return audio
-        # The audio came in as PCM16, so the round trip through int16 loses nothing it had.
-        return int16_to_float(resample(float_to_int16(audio), self.sample_rate_hz, rate_hz))
-
-
-class FallbackLLM:
-    def __init__(self, engines: Sequence[LanguageModel]) -> None:
-        _check_chain(engines)
-        self.engines = list(engines)
-
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
-        return _fall_over([_bind_llm(engine, messages) for engine in self.engines])
-
-
-def _bind_llm(
-    engine: LanguageModel, messages: Sequence[ChatMessage]
-) -> Callable[[], AsyncIterator[str]]:
-    return lambda: engine.stream_reply(messages)
-
-
-class FallbackTTS:
-    """Tries each engine in order; the consumer always gets the first engine's rate."""
-
-    def __init__(self, engines: Sequence[TextToSpeech]) -> None:
-        _check_chain(engines)
-        self.engines = list(engines)
-        self.sample_rate_hz = self.engines[0].sample_rate_hz
-
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        return _fall_over([self._bind(engine, text) for engine in self.engines])
-
-    def _bind(self, engine: TextToSpeech, text: str) -> Callable[[], AsyncIterator[Int16Array]]:
-        if engine.sample_rate_hz == self.sample_rate_hz:
-            return lambda: engine.synthesize(text)
-        return lambda: _resampled(
-            engine.synthesize(text), engine.sample_rate_hz, self.sample_rate_hz
-        )
-
-
-async def _resampled(
-    chunks: AsyncIterator[Int16Array], from_hz: int, to_hz: int
-) -> AsyncIterator[Int16Array]:
-    # A stream resampler, not ``resample`` per chunk: resampling each chunk alone clicks at the
-    # chunk edges.
-    resampler = StreamResampler(from_hz, to_hz)
-    try:
-        async for chunk in chunks:
-            out = resampler.process(chunk)
-            if out.size:
-                yield out
-        tail = resampler.process(np.zeros(0, dtype=np.int16), last=True)
-        if tail.size:
-            yield tail
-    finally:
-        await _close(chunks)
+        stream: AsyncIterator[Int16Array] = self.guard.stream(lambda: self.inner.synthesize(text))
+        return stream
