@@ -36,18 +36,21 @@ async def test_healthz_and_metrics_over_a_real_socket(tmp_path: Path) -> None:
     assert "voxgate_sessions_open" in metrics.text and "voxgate_stage_seconds" in metrics.text
 
 
-def test_a_signing_key_is_made_once_and_kept(tmp_path: Path) -> None:
-    from voxgate.server.signing_key import with_signing_key
+def test_the_signing_key_and_admin_token_are_made_once_and_kept(tmp_path: Path) -> None:
+    from voxgate.server.secrets_file import with_generated_secrets
 
-    first = with_signing_key(server_settings(tmp_path))
-    second = with_signing_key(server_settings(tmp_path))
+    first = with_generated_secrets(server_settings(tmp_path))
+    second = with_generated_secrets(server_settings(tmp_path))
     key = first.server.jwt_secret
     assert key is not None and len(key.get_secret_value()) >= 32
     assert second.server.jwt_secret == key
     assert (tmp_path / "jwt_secret").stat().st_mode & 0o777 == 0o600
-    given = with_signing_key(server_settings(tmp_path, jwt_secret="configured"))
+    given = with_generated_secrets(server_settings(tmp_path, jwt_secret="configured"))
     assert given.server.jwt_secret is not None
     assert given.server.jwt_secret.get_secret_value() == "configured"
+    admin = first.server.admin_token
+    assert admin is not None and admin != key and second.server.admin_token == admin
+    assert (tmp_path / "admin_token").stat().st_mode & 0o777 == 0o600
 
 
 async def test_shutdown_lets_a_reply_in_flight_finish_then_closes(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the server: every device protocol on one port."""
+    from voxgate.server.secrets_file import with_generated_secrets
     from voxgate.server.serve import serve as run_server
     from voxgate.server.serve import urls
 
@@ -158,7 +159,7 @@ def serve(
     server = settings.server.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )
-    settings = settings.model_copy(update={"server": server, **overrides})
+    settings = with_generated_secrets(settings.model_copy(update={"server": server, **overrides}))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )

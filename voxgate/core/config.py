@@ -163,6 +163,8 @@ class ServerSettings(BaseModel):
     """HS256 key for ElatoAI device tokens; without it Elato devices cannot connect."""
     auto_register_devices: bool = False
     """Issue Elato tokens to unknown MAC addresses too (development only)."""
+    admin_token: SecretStr | None = None
+    """For the web pages and the admin API; generated into the data directory when not given."""
     shared_token: SecretStr | None = None
     """A token every device may use (the voice-assistant-proxy firmware ships one); off by default."""
     max_message_bytes: int = Field(1 << 20, ge=1024)

@@ -22,7 +22,7 @@ from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
 from voxgate.pipeline.engines import warm_up
 from voxgate.server.context import ServerContext
-from voxgate.server.signing_key import with_signing_key
+from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.transports import assistant_proxy, elato, relay
 from voxgate.store.devices import DeviceStore
 
@@ -57,7 +57,7 @@ def create_app(
 ) -> Starlette:
     """The app. Given ``engines`` (tests, benchmarks) it uses them; otherwise it loads the
     configured ones at start-up, and is ready once they are warm."""
-    settings = with_signing_key(settings)
+    settings = with_generated_secrets(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

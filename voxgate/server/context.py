@@ -13,6 +13,8 @@ from voxgate.store.devices import Device, DeviceStore, same_secret
 
 SHARED_TOKEN_DEVICE = Device(id=0, name="shared-token", mac=None, created_at=0.0, revoked_at=None)
 """Who a connection is when it used the shared token rather than a device's own."""
+BROWSER_DEVICE = Device(id=-1, name="browser", mac=None, created_at=0.0, revoked_at=None)
+"""Who the web page is when it talks with the admin token."""
 
 
 @dataclass
@@ -33,8 +35,14 @@ class ServerContext:
         """A device token, or the shared token when one is configured."""
         if not token:
             return None
-        shared = self.settings.server.shared_token
-        if shared is not None and same_secret(token, shared.get_secret_value()):
+        server = self.settings.server
+        if server.admin_token is not None and same_secret(
+            token, server.admin_token.get_secret_value()
+        ):
+            return BROWSER_DEVICE
+        if server.shared_token is not None and same_secret(
+            token, server.shared_token.get_secret_value()
+        ):
             return SHARED_TOKEN_DEVICE
         return self.devices.authenticate(token)
 

@@ -33,10 +33,15 @@ class _DrainingServer(uvicorn.Server):
 
 
 def urls(settings: Settings) -> list[tuple[str, str]]:
+    """Where each protocol is served. The page links carry the admin token in the fragment, which
+    browsers never send to the server (so it stays out of access logs)."""
     server = settings.server
     base = server.public_url or f"http://{server.host}:{server.port}"
     ws = base.replace("http://", "ws://").replace("https://", "wss://")
+    token = server.admin_token.get_secret_value() if server.admin_token else ""
     return [
+        ("talk in the browser", f"{base}/#token={token}"),
+        ("admin page", f"{base}/admin#token={token}"),
         ("relay (browser, new devices)", f"{ws}/v1/relay"),
         *[("ElatoAI firmware", f"{ws}{path}") for path in server.elato_paths],
         ("ElatoAI token", f"{base}/api/generate_auth_token?macAddress=AA:BB:CC:DD:EE:FF"),
