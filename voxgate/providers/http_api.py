@@ -1,5 +1,5 @@
-"""The HTTP plumbing the OpenAI-compatible providers share: the ``base_url`` check, one pooled
-client with the auth headers, and turning HTTP and transport failures into :class:`ProviderError`.
+"""The HTTP plumbing the cloud providers share: the ``base_url`` check, one pooled client with the
+auth headers, and turning HTTP and transport failures into :class:`ProviderError`.
 
 No retries here: an error's ``retryable`` tells the layer above (which owns retries and fallback)
 whether trying again may help.
@@ -51,16 +51,29 @@ class HttpApi:
         code: ErrorCode,
         example_url: str = "https://api.openai.com/v1",
         accept: str | None = None,
+        provider: str = "openai",
+        default_base_url: str | None = None,
+        auth_header: tuple[str, str] = ("Authorization", "Bearer "),
+        key_required: bool = False,
     ) -> None:
+        """``provider`` names the provider in messages; ``default_base_url`` is used when the
+        settings have none; the key goes out as ``{auth_header[0]}: {auth_header[1]}{key}``
+        (``("Authorization", "Token ")`` for Deepgram, ``("xi-api-key", "")`` for ElevenLabs);
+        ``key_required`` makes a missing ``api_key`` a :class:`ConfigError`."""
         what = section.upper()
-        base_url = settings.base_url
+        base_url = settings.base_url or default_base_url
         if not base_url:
             raise ConfigError(
-                f"the openai {what} provider needs {section}.base_url, e.g. {example_url}"
+                f"the {provider} {what} provider needs {section}.base_url, e.g. {example_url}"
             )
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"{section}.base_url must start with http:// or https://, got {base_url!r}"
+            )
+        if key_required and not (settings.api_key and settings.api_key.get_secret_value()):
+            raise ConfigError(
+                f"the {provider} {what} provider needs {section}.api_key "
+                f"(e.g. the environment variable VOXGATE_{what}__API_KEY)"
             )
         self.base_url = base_url.rstrip("/")
         self.server = f"the {what} server at {self.base_url}"
@@ -69,7 +82,8 @@ class HttpApi:
         self._api_key = settings.api_key.get_secret_value() if settings.api_key else ""
         headers = {"Accept": accept} if accept else {}
         if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+            header, prefix = auth_header
+            headers[header] = f"{prefix}{self._api_key}"
         # Last, so a server wanting another auth scheme (e.g. Azure's ``api-key``) can get it.
         headers.update(settings.extra_headers)
         # One pooled client: sessions reuse connections instead of a TCP/TLS handshake per turn.
@@ -112,6 +126,15 @@ class HttpApi:
         """A transport failure (connect, timeout, lost connection): ``message: detail``."""
         detail = self.snippet(str(exc)) or type(exc).__name__
         return ProviderError(f"{message}: {detail}", code=self.code, retryable=True)
+
+    def transport_failure(self, exc: httpx.HTTPError) -> ProviderError:
+        """The error for a request that got no (complete) answer, saying which way it failed."""
+        if isinstance(exc, httpx.ConnectError):
+            return self.failure(f"cannot connect to {self.server}", exc)
+        if isinstance(exc, httpx.TimeoutException):
+            return self.failure(f"{self.server} timed out", exc)
+        # Mostly a connection lost mid-reply.
+        return self.failure(f"connection to {self.server} failed", exc)
 
 
 def describe(exc: Exception) -> str:
