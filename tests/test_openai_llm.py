@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from voxgate.core.capabilities import ChatMessage
 from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
+from voxgate.core.usage import UsageMeter, metering
 from voxgate.providers.openai_llm import OpenAICompatibleLLM, create
 
 API_KEY = "sk-test-7f3a9c1e5b"
@@ -253,9 +254,19 @@ async def test_request_shape_and_streamed_pieces_stand_in(
             {"role": "user", "content": "Say hello."},
         ],
         "stream": True,
+        "stream_options": {"include_usage": True},
         "max_tokens": 42,
         "temperature": 0.25,
     }
+
+
+async def test_token_counts_from_the_usage_chunk_reach_the_meter_stand_in(
+    stand_in: _StandIn, make_llm: LLMFactory
+) -> None:
+    llm = make_llm(base_url=_url(stand_in, "ok"))
+    with metering(UsageMeter()) as meter:
+        assert await _collect(llm) == HELLO_PIECES
+    assert meter.reported_tokens == (9, 4)
 
 
 async def test_no_key_sends_no_authorization_stand_in(

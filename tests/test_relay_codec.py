@@ -426,3 +426,20 @@ def test_downlink_numbering_has_no_gaps_and_every_header_announces_its_audio(
             expect_bytes = message["payload"]["bytes"]
     assert expect_bytes is None
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_turn_done_carries_usage_and_cost() -> None:
+    from voxgate.core.usage import EngineUsage
+
+    usage = (
+        EngineUsage("stt", "openai", "whisper-1", audio_s=2.0, cost_usd=0.0002),
+        EngineUsage("llm", "llamacpp", "qwen", tokens_in=40, tokens_out=12, compute_s=0.4),
+    )
+    done = TurnDone(3, "q", "a", False, TurnTimings(), usage)
+    (out,) = RelayEncoder().encode(done)
+    assert isinstance(out.data, str)
+    payload = json.loads(out.data)["payload"]
+    assert payload["usage"]["cost_usd"] == pytest.approx(0.0002)
+    stt, llm = payload["usage"]["engines"]
+    assert stt["model"] == "whisper-1" and stt["audio_s"] == 2.0
+    assert llm["tokens_in"] == 40 and llm["tokens_out"] == 12 and llm["capability"] == "llm"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,6 +51,36 @@ class ResilienceSettings(BaseModel):
     """Streams (LLM, TTS): give up if nothing comes within this long."""
     timeout_s_total: float | None = Field(None, gt=0)
     """Time spent waiting on the engine for one call, at most."""
+
+
+class Price(BaseModel):
+    """What a provider charges for one model, in US dollars; all zero for local engines."""
+
+    per_audio_minute: float = Field(0.0, ge=0)
+    """STT: per minute of audio transcribed. TTS: per minute synthesised."""
+    per_million_tokens_in: float = Field(0.0, ge=0)
+    per_million_tokens_out: float = Field(0.0, ge=0)
+    per_million_characters: float = Field(0.0, ge=0)
+    """TTS: per million characters of text."""
+
+
+def default_prices() -> dict[str, Price]:
+    """List prices of some cloud models (2025, pay as you go); check your provider's current ones
+    and override them in ``[prices."provider/model"]``. Models not listed cost nothing."""
+    return {
+        "openai/gpt-4o-mini": Price(per_million_tokens_in=0.15, per_million_tokens_out=0.60),
+        "openai/gpt-4.1-mini": Price(per_million_tokens_in=0.40, per_million_tokens_out=1.60),
+        "openai/llama-3.1-8b-instant": Price(
+            per_million_tokens_in=0.05, per_million_tokens_out=0.08
+        ),
+        "openai/whisper-1": Price(per_audio_minute=0.006),
+        "openai/gpt-4o-mini-transcribe": Price(per_audio_minute=0.003),
+        "openai/whisper-large-v3-turbo": Price(per_audio_minute=0.04 / 60),
+        "openai/tts-1": Price(per_million_characters=15.0),
+        "openai/gpt-4o-mini-tts": Price(per_audio_minute=0.015),
+        "deepgram/nova-3": Price(per_audio_minute=0.0043),
+        "deepgram/aura-2-thalia-en": Price(per_million_characters=30.0),
+    }
 
 
 class VADSettings(BaseModel):
@@ -198,6 +228,14 @@ class Settings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    prices: dict[str, Price] = Field(default_factory=default_prices)
+    """Keyed ``"provider/model"`` (TTS: ``"provider/model"`` or ``"provider/voice"``); merged over
+    the defaults, so a config lists only what it changes."""
+
+    @field_validator("prices", mode="after")
+    @classmethod
+    def _over_default_prices(cls, prices: dict[str, Price]) -> dict[str, Price]:
+        return {**default_prices(), **prices}
 
     @property
     def models_dir(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from voxgate.core.errors import ErrorCode
+from voxgate.core.usage import EngineUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,12 @@ class TurnDone:
     reply_text: str
     interrupted: bool
     timings: TurnTimings
+    usage: tuple[EngineUsage, ...] = ()
+    """Each engine call of the turn (the engine that answered, after any fallback), with its cost."""
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(record.cost_usd for record in self.usage)
 
 
 @dataclass(frozen=True, slots=True)

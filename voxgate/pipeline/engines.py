@@ -22,9 +22,10 @@ from voxgate.core.capabilities import (
     VADStream,
     VoiceActivityDetector,
 )
-from voxgate.core.config import Settings
+from voxgate.core.config import Price, Settings
 from voxgate.core.threads import close_stream
 from voxgate.pipeline.fallback import FallbackLLM, FallbackSTT, FallbackTTS
+from voxgate.pipeline.metering import MeteredLLM, MeteredSTT, MeteredTTS
 from voxgate.pipeline.resilience import (
     CircuitBreaker,
     ResilientLLM,
@@ -103,8 +104,9 @@ class Engines:
 
 def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     """Load every configured engine once (in parallel: the loads are mostly I/O and native code),
-    each fallback too, and wrap them: retries, breaker and timeouts innermost, then the
-    concurrency limit (so timeouts measure the engine, not the queue), then the fallback chain."""
+    each fallback too, and wrap them: retries, breaker and timeouts innermost, then usage metering,
+    then the concurrency limit (so timeouts and compute time measure the engine, not the queue),
+    then the fallback chain."""
     chains: dict[str, list[Any]] = {
         "stt": [settings.stt, *settings.stt.fallbacks],
         "llm": [settings.llm, *settings.llm.fallbacks],
@@ -124,11 +126,14 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         policy = RetryPolicy(**section.retry.model_dump())
         breaker = CircuitBreaker(**section.breaker.model_dump())
         name = f"{capability} {section.provider}"
+        model = (section.model or section.voice) if capability == "tts" else section.model
+        price = settings.prices.get(f"{section.provider}/{model}", Price())
         if capability == "stt":
             resilient_stt = ResilientSTT(
                 engine, policy, breaker, section.timeout_s_total, name=name
             )
-            return LimitedSTT(resilient_stt, section.max_concurrent)
+            metered_stt = MeteredSTT(resilient_stt, section.provider, model, price)
+            return LimitedSTT(metered_stt, section.max_concurrent)
         if capability == "llm":
             resilient_llm = ResilientLLM(
                 engine,
@@ -138,7 +143,8 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
                 section.timeout_s_total,
                 name=name,
             )
-            return LimitedLLM(resilient_llm, section.max_concurrent)
+            metered_llm = MeteredLLM(resilient_llm, section.provider, model, price)
+            return LimitedLLM(metered_llm, section.max_concurrent)
         resilient_tts = ResilientTTS(
             engine,
             policy,
@@ -147,7 +153,8 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
             section.timeout_s_total,
             name=name,
         )
-        return LimitedTTS(resilient_tts, section.max_concurrent)
+        metered_tts = MeteredTTS(resilient_tts, section.provider, model, price)
+        return LimitedTTS(metered_tts, section.max_concurrent)
 
     wrapped = {cap: [guarded(cap, section) for section in chain] for cap, chain in chains.items()}
     return Engines(

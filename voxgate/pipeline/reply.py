@@ -29,6 +29,7 @@ from voxgate.core.events import (
     TurnDone,
     TurnTimings,
 )
+from voxgate.core.usage import UsageMeter, metering
 from voxgate.pipeline.engines import Engines
 from voxgate.pipeline.history import Conversation, Exchange
 from voxgate.pipeline.playout import Playout
@@ -82,6 +83,7 @@ class ReplyRun:
         self._done_sent = False
         self._stamps: dict[str, float] = {}
         self._created_at = context.clock()
+        self._meter = UsageMeter()
         self.task = asyncio.create_task(self._guarded(), name=f"voxgate-reply-{request.turn_id}")
 
     @property
@@ -152,7 +154,8 @@ class ReplyRun:
     async def _guarded(self) -> None:
         """A bug in an engine ends this reply with an error event, never the session."""
         try:
-            await self._run()
+            with metering(self._meter):
+                await self._run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -300,6 +303,7 @@ class ReplyRun:
                 reply_text=reply_text,
                 interrupted=interrupted,
                 timings=self._timings(),
+                usage=tuple(self._meter.records),
             )
         )
 

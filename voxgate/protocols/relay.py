@@ -371,6 +371,10 @@ def _done(event: TurnDone) -> Outbound:
         "reply_text": event.reply_text,
         "interrupted": event.interrupted,
         "timings": asdict(event.timings),
+        "usage": {
+            "cost_usd": round(event.cost_usd, 8),
+            "engines": [asdict(record) for record in event.usage],
+        },
     }
     return Outbound(_message("turn.done", payload))
 

@@ -13,6 +13,7 @@ from voxgate.core.capabilities import ChatMessage, ModelResolver
 from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import Emit, stream_from_thread
+from voxgate.providers.token_usage import report_usage
 
 
 class LlamaCppLLM:
@@ -40,17 +41,22 @@ class LlamaCppLLM:
         request = {
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,
+            "stream_options": {"include_usage": True},
             "max_tokens": self._settings.max_tokens,
             "temperature": self._settings.temperature,
             # Reuse the KV cache of the shared prefix (system prompt, earlier turns).
             "cache_prompt": True,
         }
 
+        usage: list[dict[str, Any]] = []  # filled on llama.cpp's thread, read back here
+
         def work(emit: Emit[str], stop: threading.Event) -> None:
             def on_chunk(chunk: dict[str, Any]) -> bool:
                 if "error" in chunk or "choices" not in chunk:
                     emit_error(chunk)
                     return True
+                if isinstance(chunk.get("usage"), dict):
+                    usage.append(chunk["usage"])
                 for choice in chunk["choices"]:
                     content = (choice.get("delta") or {}).get("content")
                     if content:
@@ -76,6 +82,8 @@ class LlamaCppLLM:
 
         async for piece in stream_from_thread(work):
             yield piece
+        if usage:
+            report_usage(usage[-1])
 
 
 def create(settings: LLMSettings, models: ModelResolver) -> LlamaCppLLM:

@@ -17,6 +17,7 @@ from voxgate.core.capabilities import ChatMessage
 from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.http_api import HttpApi, describe
+from voxgate.providers.token_usage import report_usage
 
 
 class OpenAICompatibleLLM:
@@ -41,6 +42,8 @@ class OpenAICompatibleLLM:
             "model": self._settings.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,
+            # The last chunk then carries exact token counts, for usage and cost.
+            "stream_options": {"include_usage": True},
             "max_tokens": self._settings.max_tokens,
             "temperature": self._settings.temperature,
         }
@@ -107,6 +110,9 @@ class OpenAICompatibleLLM:
                 f"{self._api.snippet(json.dumps(chunk['error']))}",
                 code=ErrorCode.LLM_FAILED,
             )
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            report_usage(usage)
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             raise self._malformed(data)
