@@ -17,6 +17,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
     "stt": {
         "faster-whisper": "voxgate.providers.faster_whisper_stt:create",
         "openai": "voxgate.providers.openai_stt:create",
+        "deepgram": "voxgate.providers.deepgram_stt:create",
         "standin": "voxgate.providers.standin:create_stt",
     },
     "llm": {
@@ -27,6 +28,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
     "tts": {
         "piper": "voxgate.providers.piper_tts:create",
         "openai": "voxgate.providers.openai_tts:create",
+        "deepgram": "voxgate.providers.deepgram_tts:create",
         "standin": "voxgate.providers.standin:create_tts",
     },
 }

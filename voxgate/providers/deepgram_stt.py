@@ -1,0 +1,87 @@
+"""STT provider for Deepgram's pre-recorded API: ``POST {base_url}/v1/listen`` with the utterance
+as a WAV body, ``Authorization: Token <key>``; the transcript is
+``results.channels[0].alternatives[0].transcript``.
+
+No retries here: a failure becomes a :class:`ProviderError` whose ``retryable`` tells the layer
+above (which owns retries and fallback) whether trying again may help.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from voxgate.core.capabilities import Float32Array
+from voxgate.core.config import STTSettings
+from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.providers.http_api import HttpApi
+from voxgate.providers.pcm_http import wav_bytes
+
+DEFAULT_BASE_URL = "https://api.deepgram.com"
+DEFAULT_MODEL = "nova-3"
+"""Used when ``stt.model`` is not set (its default names the local Whisper model)."""
+
+
+class DeepgramSTT:
+    """Transcribes with ``POST {base_url}/v1/listen``; one HTTP client for all sessions."""
+
+    sample_rate_hz = 16_000
+
+    def __init__(self, settings: STTSettings) -> None:
+        self._api = HttpApi(
+            "stt",
+            settings,
+            code=ErrorCode.STT_FAILED,
+            accept="application/json",
+            provider="deepgram",
+            default_base_url=DEFAULT_BASE_URL,
+            example_url=DEFAULT_BASE_URL,
+            auth_header=("Authorization", "Token "),
+            key_required=True,
+        )
+        self._url = self._api.url("/v1/listen")
+        model = settings.model if "model" in settings.model_fields_set else DEFAULT_MODEL
+        self._params = {"model": model, "smart_format": "true"}
+        if settings.language:
+            self._params["language"] = settings.language
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+
+    async def transcribe(self, audio: Float32Array) -> str:
+        if audio.size == 0:
+            return ""
+        body = wav_bytes(audio, self.sample_rate_hz)
+        try:
+            response = await self._api.client.post(
+                self._url,
+                params=self._params,
+                content=body,
+                headers={"Content-Type": "audio/wav"},
+            )
+        except httpx.HTTPError as exc:
+            raise self._api.transport_failure(exc) from exc
+        if response.status_code >= 400:
+            raise self._api.http_error(response)
+        return self._transcript(response.text)
+
+    def _transcript(self, body: str) -> str:
+        try:
+            payload: Any = json.loads(body)
+            transcript = payload["results"]["channels"][0]["alternatives"][0]["transcript"]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            transcript = None
+        if not isinstance(transcript, str):
+            # A server speaking another format will not start speaking this one on a retry.
+            raise ProviderError(
+                f"{self._api.server} sent a malformed answer: {self._api.snippet(body)}",
+                code=ErrorCode.STT_FAILED,
+            )
+        return transcript.strip()
+
+
+def create(settings: STTSettings, models: object) -> DeepgramSTT:
+    """Registry factory; ``models`` (the model store) is unused: Deepgram holds the model."""
+    return DeepgramSTT(settings)
