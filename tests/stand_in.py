@@ -24,11 +24,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pytest
 
-from voxgate.core.capabilities import Int16Array
+from voxgate.core.capabilities import Float32Array, Int16Array, SpeechToText, TextToSpeech
 from voxgate.core.config import Settings
+from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.pipeline import TurnSession, load_engines
 from voxgate.pipeline.drive import TurnResult, spoken_turn
+from voxgate.pipeline.resilience import RetryPolicy
 
 ODD_CHUNK_BYTES = [1, 4801, 3, 999, 2401, 7, 1]
 """How the stand-ins cut their PCM: sizes that split samples, so every cut lands mid-sample."""
@@ -292,3 +295,36 @@ async def spoken_turn_with(sections: dict[str, Any], output_rate_hz: int = 24_00
     finally:
         await session.close()
         engines.close()
+
+
+def utterance(seconds: float = 0.5) -> Float32Array:
+    """A 300 Hz tone at 16 kHz: what the STT providers are given to transcribe."""
+    t = np.arange(round(16_000 * seconds)) / 16_000
+    return (0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+
+
+def retry_policy(sleeps: Sleeps, attempts: int = 3) -> RetryPolicy:
+    return RetryPolicy(attempts=attempts, base_backoff_s=0.01, max_backoff_s=1.0, sleep=sleeps)
+
+
+async def stt_fails(stt: SpeechToText, api_key: str) -> ProviderError:
+    """The error ``stt`` fails with; it is an STT failure and does not show ``api_key``."""
+    with pytest.raises(ProviderError) as info:
+        await stt.transcribe(utterance())
+    assert info.value.code is ErrorCode.STT_FAILED
+    assert api_key not in str(info.value)
+    return info.value
+
+
+async def tts_fails(
+    tts: TextToSpeech, api_key: str, got: list[Int16Array] | None = None
+) -> ProviderError:
+    """The error ``tts`` fails with (audio before it goes to ``got``); it is a TTS failure and
+    does not show ``api_key``."""
+    got = [] if got is None else got
+    with pytest.raises(ProviderError) as info:
+        async for chunk in tts.synthesize("Hello there."):
+            got.append(chunk)
+    assert info.value.code is ErrorCode.TTS_FAILED
+    assert api_key not in str(info.value)
+    return info.value

@@ -34,17 +34,21 @@ from tests.stand_in import (
     StandIn,
     closed_port_url,
     common_fault,
+    retry_policy,
     serving,
     sine_speech,
     spoken_turn_with,
     stream_audio,
+    stt_fails,
+    tts_fails,
+    utterance,
 )
 from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.config import STTSettings, TTSSettings
-from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
+from voxgate.core.errors import ConfigError, ErrorCode
 from voxgate.pipeline.fallback import FallbackSTT, FallbackTTS
-from voxgate.pipeline.resilience import CircuitBreaker, ResilientSTT, ResilientTTS, RetryPolicy
+from voxgate.pipeline.resilience import CircuitBreaker, ResilientSTT, ResilientTTS
 from voxgate.providers import deepgram_stt, deepgram_tts
 from voxgate.providers.deepgram_stt import DeepgramSTT
 from voxgate.providers.deepgram_tts import DeepgramTTS
@@ -178,40 +182,13 @@ async def make(stand_in: StandIn) -> AsyncIterator[_Made]:
         await provider.aclose()
 
 
-def _utterance(seconds: float = 0.5) -> np.ndarray:
-    t = np.arange(round(16_000 * seconds)) / 16_000
-    return (0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-
-
-async def _stt_fails(stt: Any) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        await stt.transcribe(_utterance())
-    assert info.value.code is ErrorCode.STT_FAILED
-    assert API_KEY not in str(info.value)
-    return info.value
-
-
-async def _tts_fails(tts: Any, got: list[Int16Array] | None = None) -> ProviderError:
-    got = [] if got is None else got
-    with pytest.raises(ProviderError) as info:
-        async for chunk in tts.synthesize("Hello there."):
-            got.append(chunk)
-    assert info.value.code is ErrorCode.TTS_FAILED
-    assert API_KEY not in str(info.value)
-    return info.value
-
-
-def _policy(sleeps: Sleeps, attempts: int = 3) -> RetryPolicy:
-    return RetryPolicy(attempts=attempts, base_backoff_s=0.01, max_backoff_s=1.0, sleep=sleeps)
-
-
 # ---------------------------------------------------------------------------------------------
 # Speech to text
 
 
 async def test_stt_request_shape_and_transcript_stand_in(make: _Made) -> None:
     stt = make.stt("ok", model="nova-2", language="de", extra_headers={"X-Tenant": "acme"})
-    audio = _utterance(0.5)
+    audio = utterance(0.5)
     assert await stt.transcribe(audio) == "heard 8000 samples at 16000 Hz"
 
     (request,) = make.server.requests
@@ -230,51 +207,51 @@ async def test_stt_request_shape_and_transcript_stand_in(make: _Made) -> None:
 
 async def test_stt_defaults_to_nova_3_and_omits_an_unset_language_stand_in(make: _Made) -> None:
     stt = make.stt("ok", language=None)
-    assert await stt.transcribe(_utterance(0.25)) == "heard 4000 samples at 16000 Hz"
+    assert await stt.transcribe(utterance(0.25)) == "heard 4000 samples at 16000 Hz"
     (request,) = make.server.requests
     assert request.query == {"model": ["nova-3"], "smart_format": ["true"]}
 
 
 async def test_stt_of_silence_is_empty_stand_in(make: _Made) -> None:
-    assert await make.stt("silence").transcribe(_utterance()) == ""
+    assert await make.stt("silence").transcribe(utterance()) == ""
     assert await make.stt("ok").transcribe(np.zeros(0, dtype=np.float32)) == ""
     assert len(make.server.requests) == 1  # no audio, no request
 
 
 async def test_stt_unauthorized_is_final_and_hides_the_key_stand_in(make: _Made) -> None:
-    error = await _stt_fails(make.stt("unauthorized"))
+    error = await stt_fails(make.stt("unauthorized"), API_KEY)
     assert not error.retryable
     assert "401" in str(error) and "Invalid credentials" in str(error)
 
 
 async def test_stt_rate_limit_is_retryable_with_retry_after_stand_in(make: _Made) -> None:
-    error = await _stt_fails(make.stt("rate-limited"))
+    error = await stt_fails(make.stt("rate-limited"), API_KEY)
     assert error.retryable and error.retry_after_s == RETRY_AFTER_S
     assert "429" in str(error)
 
 
 async def test_stt_retry_honours_retry_after_stand_in(make: _Made) -> None:
     sleeps = Sleeps()
-    stt = ResilientSTT(make.stt("429-once"), _policy(sleeps), CircuitBreaker())
-    assert await stt.transcribe(_utterance(0.25)) == "heard 4000 samples at 16000 Hz"
+    stt = ResilientSTT(make.stt("429-once"), retry_policy(sleeps), CircuitBreaker())
+    assert await stt.transcribe(utterance(0.25)) == "heard 4000 samples at 16000 Hz"
     assert sleeps.delays == [SHORT_RETRY_AFTER_S]
     assert len(make.server.requests) == 2
 
 
 async def test_stt_server_error_is_retryable_stand_in(make: _Made) -> None:
-    error = await _stt_fails(make.stt("server-error"))
+    error = await stt_fails(make.stt("server-error"), API_KEY)
     assert error.retryable and "500" in str(error)
 
 
 @pytest.mark.parametrize("scenario", ["malformed", "no-channels"])
 async def test_stt_malformed_answer_is_final_stand_in(make: _Made, scenario: str) -> None:
-    error = await _stt_fails(make.stt(scenario))
+    error = await stt_fails(make.stt(scenario), API_KEY)
     assert not error.retryable and "malformed" in str(error)
 
 
 async def test_stt_stalled_server_times_out_stand_in(make: _Made) -> None:
     started = time.monotonic()
-    error = await _stt_fails(make.stt("stall", timeout_s=0.3))
+    error = await stt_fails(make.stt("stall", timeout_s=0.3), API_KEY)
     assert error.retryable and "timed out" in str(error)
     assert time.monotonic() - started < 3
 
@@ -283,7 +260,7 @@ async def test_stt_connection_refused_is_retryable() -> None:
     settings = STTSettings(provider="deepgram", base_url=closed_port_url(), api_key=API_KEY)
     stt = deepgram_stt.create(settings, models=None)
     try:
-        error = await _stt_fails(stt)
+        error = await stt_fails(stt, API_KEY)
     finally:
         await stt.aclose()
     assert error.retryable and "cannot connect" in str(error)
@@ -291,11 +268,11 @@ async def test_stt_connection_refused_is_retryable() -> None:
 
 async def test_stt_dead_deepgram_falls_back_to_the_next_engine_stand_in(make: _Made) -> None:
     dead = ResilientSTT(
-        make.stt("server-error"), _policy(Sleeps(), attempts=2), CircuitBreaker(1, 60)
+        make.stt("server-error"), retry_policy(Sleeps(), attempts=2), CircuitBreaker(1, 60)
     )
     chain = FallbackSTT([dead, make.stt("e2e")])
-    assert await chain.transcribe(_utterance()) == E2E_TRANSCRIPT
-    assert await chain.transcribe(_utterance()) == E2E_TRANSCRIPT
+    assert await chain.transcribe(utterance()) == E2E_TRANSCRIPT
+    assert await chain.transcribe(utterance()) == E2E_TRANSCRIPT
     scenarios = [request.scenario for request in make.server.requests]
     # One failure opened the dead engine's breaker: the second turn skips it without a request.
     assert scenarios == ["server-error", "e2e", "e2e"]
@@ -369,19 +346,19 @@ async def test_tts_of_blank_text_makes_no_request_stand_in(make: _Made) -> None:
 
 
 async def test_tts_unauthorized_is_final_and_hides_the_key_stand_in(make: _Made) -> None:
-    error = await _tts_fails(make.tts("unauthorized"))
+    error = await tts_fails(make.tts("unauthorized"), API_KEY)
     assert not error.retryable and "401" in str(error)
 
 
 async def test_tts_rate_limit_is_retryable_with_retry_after_stand_in(make: _Made) -> None:
-    error = await _tts_fails(make.tts("rate-limited"))
+    error = await tts_fails(make.tts("rate-limited"), API_KEY)
     assert error.retryable and error.retry_after_s == RETRY_AFTER_S
     assert "429" in str(error)
 
 
 async def test_tts_retry_honours_retry_after_stand_in(make: _Made) -> None:
     sleeps = Sleeps()
-    tts = ResilientTTS(make.tts("429-once"), _policy(sleeps), CircuitBreaker())
+    tts = ResilientTTS(make.tts("429-once"), retry_policy(sleeps), CircuitBreaker())
     audio = np.concatenate([chunk async for chunk in tts.synthesize("Hello.")])
     assert np.array_equal(audio, sine_speech("Hello.", 24_000))
     assert sleeps.delays == [SHORT_RETRY_AFTER_S]
@@ -390,38 +367,38 @@ async def test_tts_retry_honours_retry_after_stand_in(make: _Made) -> None:
 
 async def test_a_long_retry_after_gives_up_at_once_stand_in(make: _Made) -> None:
     sleeps = Sleeps()
-    tts = ResilientTTS(make.tts("rate-limited"), _policy(sleeps), CircuitBreaker())
-    error = await _tts_fails(tts)
+    tts = ResilientTTS(make.tts("rate-limited"), retry_policy(sleeps), CircuitBreaker())
+    error = await tts_fails(tts, API_KEY)
     assert error.retry_after_s == RETRY_AFTER_S  # above max_backoff_s: no wait, no retry
     assert sleeps.delays == [] and len(make.server.requests) == 1
 
 
 async def test_tts_server_error_is_retryable_stand_in(make: _Made) -> None:
-    error = await _tts_fails(make.tts("server-error"))
+    error = await tts_fails(make.tts("server-error"), API_KEY)
     assert error.retryable and "500" in str(error)
 
 
 async def test_tts_json_instead_of_audio_is_final_stand_in(make: _Made) -> None:
-    error = await _tts_fails(make.tts("json"))
+    error = await tts_fails(make.tts("json"), API_KEY)
     assert not error.retryable and "instead of PCM audio" in str(error)
 
 
 async def test_tts_mid_stream_disconnect_stand_in(make: _Made) -> None:
     got: list[Int16Array] = []
-    error = await _tts_fails(make.tts("disconnect"), got)
+    error = await tts_fails(make.tts("disconnect"), API_KEY, got)
     assert error.retryable and "connection to" in str(error)
     assert sum(len(chunk) for chunk in got) <= 2400  # what came before the cut, whole samples
 
 
 async def test_tts_audio_ending_mid_sample_is_an_error_stand_in(make: _Made) -> None:
-    error = await _tts_fails(make.tts("odd-total"))
+    error = await tts_fails(make.tts("odd-total"), API_KEY)
     assert "middle of a sample" in str(error)
 
 
 async def test_tts_slow_first_byte_falls_back_to_the_next_engine_stand_in(make: _Made) -> None:
     slow = ResilientTTS(
         make.tts("slow-first-byte"),
-        _policy(Sleeps(), attempts=1),
+        retry_policy(Sleeps(), attempts=1),
         CircuitBreaker(),
         timeout_s_first_byte=0.3,
     )
@@ -437,7 +414,7 @@ async def test_tts_connection_refused_is_retryable() -> None:
     settings = TTSSettings(provider="deepgram", base_url=closed_port_url(), api_key=API_KEY)
     tts = deepgram_tts.create(settings, models=None)
     try:
-        error = await _tts_fails(tts)
+        error = await tts_fails(tts, API_KEY)
     finally:
         await tts.aclose()
     assert error.retryable and "cannot connect" in str(error)

@@ -29,6 +29,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
         "piper": "voxgate.providers.piper_tts:create",
         "openai": "voxgate.providers.openai_tts:create",
         "deepgram": "voxgate.providers.deepgram_tts:create",
+        "elevenlabs": "voxgate.providers.elevenlabs_tts:create",
         "standin": "voxgate.providers.standin:create_tts",
     },
 }
