@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.postgres_server import PostgresServer, PostgresServerError, fresh_database
 from voxgate.core.config import Settings, load_settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
@@ -28,3 +30,58 @@ def _loaded_engines(real_settings: Settings) -> Iterator[Engines]:
 async def real_engines(_loaded_engines: Engines, real_settings: Settings) -> AsyncIterator[Engines]:
     await warm_up(_loaded_engines, real_settings.character.system_prompt)
     yield _loaded_engines
+
+
+# --- A real, throwaway PostgreSQL server (tests/postgres_server.py) ----------------------------
+
+_POSTGRES_SKIPPED = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole run, started on first use. If it cannot start
+    here the tests using it are skipped, loudly (see the terminal summary), unless
+    ``VOXGATE_REQUIRE_POSTGRES=1`` (CI), when they fail."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresServerError as exc:
+        reason = f"PostgreSQL cannot start here: {exc}"
+        if os.environ.get("VOXGATE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(
+                f"{reason}\n(VOXGATE_REQUIRE_POSTGRES=1, so this fails instead of skipping)"
+            )
+        request.config.stash[_POSTGRES_SKIPPED] = reason
+        pytest.skip(reason.splitlines()[0])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """SQLAlchemy URL (``postgresql+asyncpg://``) of the session server's ``voxgate`` database."""
+    return postgres_server.url()
+
+
+@pytest.fixture
+async def postgres_database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, empty database for this test alone (dropped afterwards, even if connections are
+    left open); yields its SQLAlchemy URL."""
+    async with fresh_database(postgres_server) as url:
+        yield url
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    reason = config.stash.get(_POSTGRES_SKIPPED, None)
+    if reason is None:
+        return
+    terminalreporter.write_sep("=", "WARNING: PostgreSQL tests were SKIPPED", red=True, bold=True)
+    for line in reason.splitlines():
+        terminalreporter.write_line(line, yellow=True)
+    terminalreporter.write_line(
+        "Install Debian's postgresql (`make setup`); set VOXGATE_REQUIRE_POSTGRES=1 to fail instead.",
+        yellow=True,
+        bold=True,
+    )
