@@ -18,6 +18,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
         "faster-whisper": "voxgate.providers.faster_whisper_stt:create",
         "openai": "voxgate.providers.openai_stt:create",
         "deepgram": "voxgate.providers.deepgram_stt:create",
+        "cloudflare": "voxgate.providers.cloudflare_stt:create",
         "standin": "voxgate.providers.standin:create_stt",
     },
     "llm": {
@@ -30,6 +31,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
         "openai": "voxgate.providers.openai_tts:create",
         "deepgram": "voxgate.providers.deepgram_tts:create",
         "elevenlabs": "voxgate.providers.elevenlabs_tts:create",
+        "cloudflare": "voxgate.providers.cloudflare_tts:create",
         "standin": "voxgate.providers.standin:create_tts",
     },
 }
