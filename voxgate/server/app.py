@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from voxgate import web
 from voxgate.core.config import Settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
@@ -86,6 +87,7 @@ def create_app(
         Route("/metrics", metrics),
         *relay.routes(settings),
         *assistant_proxy.routes(settings),
+        *web.routes(settings),  # HTTP "/": the page; Elato's WebSocket "/" still matches
         *elato.routes(settings),  # last: it may own "/" for WebSockets
     ]
     return Starlette(routes=routes, lifespan=lifespan)

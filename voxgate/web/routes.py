@@ -1,0 +1,50 @@
+"""HTTP routes of the web page: ``/`` (the page) and ``/static/...`` (its modules and styles).
+
+Plain HTTP routes: Starlette matches them on ``http`` scopes only, so the ElatoAI transport's
+WebSocket route on ``/`` keeps working next to the page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from voxgate.core.config import Settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+_HEADERS = {
+    # The page is small and changes with the server: always revalidate, never serve a stale copy
+    # that speaks an older protocol.
+    "Cache-Control": "no-cache",
+    # The admin token travels in the URL fragment; keep the page's URL out of Referer headers.
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class _StaticFiles(StaticFiles):
+    """StaticFiles with the page's headers on every file."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(_HEADERS)
+        return response
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers=_HEADERS)
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    """``/`` and ``/static``. ``settings`` is taken for symmetry with the transports' routes; the
+    page needs none: it derives every URL from its own location."""
+    return [
+        Route("/", page, methods=["GET", "HEAD"]),
+        Mount("/static", app=_StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
