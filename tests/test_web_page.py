@@ -204,6 +204,29 @@ async def test_a_typed_turn_over_a_reply_interrupts_it_and_its_queued_audio_stop
     assert fakes.llm.calls[1][-1].content == "Stop counting"
 
 
+@bounded(60)
+async def test_a_denied_microphone_is_explained_and_typing_still_works(tmp_path: Path) -> None:
+    fakes = Fakes(llm=FakeLLM(["Hello there."]))
+    engines = fakes.engines()
+    async with (
+        server(tmp_path, engines) as address,
+        browser_page(None, allow_microphone=False) as (page, errors),
+    ):
+        await start_talking(page, address)
+        await expect(page.locator("#error")).to_have_attribute("data-code", "microphone")
+        await expect(page.locator("#error")).to_contain_text("Microphone access was denied")
+        await expect(page.locator("#status-text")).to_have_text("ready — type below")
+        await screenshot(page, "microphone-denied")
+        await page.fill("#text", "Hello")
+        await page.press("#text", "Enter")
+        reply = page.locator('#turns .turn[data-turn-id="1"] .reply .text')
+        await expect(reply).to_have_text("Hello there.")
+        mic = await page_state(page, "mic")
+    engines.close()
+    assert errors.messages == []
+    assert mic is None
+
+
 # ---------------------------------------------------------------------------------------------
 # In the browser, the real models
 

@@ -60,10 +60,15 @@ class PageErrors:
 
 
 @asynccontextmanager
-async def browser_page(microphone_wav: Path | None) -> AsyncIterator[tuple[Page, PageErrors]]:
+async def browser_page(
+    microphone_wav: Path | None, *, allow_microphone: bool = True
+) -> AsyncIterator[tuple[Page, PageErrors]]:
     """A fresh headless Chromium and page; the fake microphone plays ``microphone_wav`` once
-    (then near-silence), or silence when it is None."""
-    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    (then near-silence), or silence when it is None. Without ``allow_microphone`` the browser
+    answers the page's request for the microphone as a user saying no would."""
+    args = ["--use-fake-device-for-media-stream"]
+    if allow_microphone:
+        args.append("--use-fake-ui-for-media-stream")  # grants the permission prompt
     if microphone_wav is not None:
         args.append(f"--use-file-for-fake-audio-capture={microphone_wav}%noloop")
     async with async_playwright() as playwright:

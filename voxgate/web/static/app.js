@@ -285,7 +285,7 @@ function onEvent(relay, name, payload) {
       page.awaitingReply = true;
       if (page.speechEndSentAt !== null) page.turnSpeechEnd.set(payload.turn_id, page.speechEndSentAt);
       page.speechEndSentAt = null;
-      clearError();
+      if (ui.error.dataset.code !== "microphone") clearError(); // that one still holds
       break;
     }
     case "llm.token": {
