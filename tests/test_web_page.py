@@ -20,11 +20,11 @@ import websockets
 from playwright.async_api import Page, expect
 
 from tests.fakes import FakeLLM, Fakes, FakeSTT, FakeTTS, bounded
-from tests.server_harness import running_server, server_settings
+from tests.server_harness import server_settings, serving
 from tests.web_browser import browser_page, padded_clip, page_state, screenshot
 from voxgate.evaluation import normalize_words
 from voxgate.pipeline import Engines
-from voxgate.store.devices import DeviceStore
+from voxgate.server.app import create_app
 
 TOKEN = "test-admin-token-0123456789"
 DOC_SCREENSHOT = Path(__file__).parents[1] / "docs" / "screenshots" / "talk-page.png"
@@ -32,14 +32,11 @@ DOC_SCREENSHOT = Path(__file__).parents[1] / "docs" / "screenshots" / "talk-page
 
 @asynccontextmanager
 async def server(tmp_path: Path, engines: Engines, **overrides: object) -> AsyncIterator[str]:
-    """The real app on 127.0.0.1 with the admin token :data:`TOKEN`; yields ``host:port``."""
+    """The real app on 127.0.0.1 with the admin token :data:`TOKEN`; yields ``host:port``.
+    Its state (devices, ...) is whatever the app opens by itself in ``tmp_path``."""
     settings = server_settings(tmp_path, admin_token=TOKEN, **overrides)
-    devices = DeviceStore(tmp_path / "devices.db")
-    try:
-        async with running_server(settings, engines, devices) as address:
-            yield address
-    finally:
-        devices.close()
+    async with serving(create_app(settings, engines=engines)) as address:
+        yield address
 
 
 def spoken_turn_fakes() -> Fakes:

@@ -418,6 +418,8 @@ async function loadCharacters() {
   if (!characters) return;
   const chosen = chosenCharacter();
   ui.character.replaceChildren(
+    // No id sent: the server picks (the device's character, else its default).
+    new Option("default", "", false, !chosen),
     ...characters.map((character) => {
       const option = new Option(character.name, character.id, false, character.id === chosen);
       option.title = character.description || "";
