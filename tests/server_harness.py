@@ -13,16 +13,19 @@ from starlette.applications import Starlette
 from voxgate.core.config import Settings
 from voxgate.pipeline import Engines
 from voxgate.server.app import create_app
-from voxgate.store.devices import DeviceStore
+from voxgate.store import Store
 
 
 @asynccontextmanager
-async def running_server(
-    settings: Settings, engines: Engines, devices: DeviceStore
-) -> AsyncIterator[str]:
+async def running_server(settings: Settings, engines: Engines, store: Store) -> AsyncIterator[str]:
     """Serve on 127.0.0.1 (a free port); yields ``host:port``."""
-    async with serving(create_app(settings, engines=engines, devices=devices)) as address:
+    async with serving(create_app(settings, engines=engines, store=store)) as address:
         yield address
+
+
+async def open_store(data_dir: Path) -> Store:
+    """The embedded SQLite store in ``data_dir``, migrated."""
+    return await Store.open(Settings(data_dir=data_dir))
 
 
 @asynccontextmanager

@@ -33,12 +33,11 @@ from tests.fakes import (
     stt_failure,
     tone,
 )
-from tests.server_harness import running_server, server_settings
+from tests.server_harness import open_store, running_server, server_settings
 from voxgate.core.capabilities import Float32Array
 from voxgate.pipeline import Engines
 from voxgate.server.context import SHARED_TOKEN_DEVICE, ServerContext
 from voxgate.server.transports.assistant_proxy import HttpSessions, Refused
-from voxgate.store.devices import DeviceStore
 
 FIRMWARE_TOKEN = "498b1b65-26a3-49e8-a55e-46a0b47365e2"
 REPLY = "Paris is the capital."
@@ -70,14 +69,14 @@ async def serve(
 ) -> AsyncIterator[Server]:
     fakes = fakes or _fakes()
     engines = fakes.engines()
-    devices = DeviceStore(tmp_path / "devices.db")
-    _, token = devices.add("kitchen")
+    store = await open_store(tmp_path)
+    _, token = await store.devices.add("kitchen")
     try:
-        async with running_server(server_settings(tmp_path, **server), engines, devices) as address:
+        async with running_server(server_settings(tmp_path, **server), engines, store) as address:
             yield Server(address, token, fakes)
     finally:
         engines.close()
-        devices.close()
+        await store.close()
 
 
 def _speech() -> bytes:
@@ -194,8 +193,8 @@ async def test_http_session_id_keeps_the_conversation_across_turns(tmp_path: Pat
         ("assistant", "Hello Ada."),
         ("user", "What is my name?"),
     ]
-    # Another session_id is another conversation.
-    assert ("assistant", "Hello Ada.") not in [(m.role, m.content) for m in fakes.llm.calls[2]]
+    # Another session_id of the same device: its conversation goes on (from the database).
+    assert ("assistant", "You are Ada.") in [(m.role, m.content) for m in fakes.llm.calls[2]]
 
 
 async def test_http_a_turn_without_speech_gives_an_empty_body_and_says_why(tmp_path: Path) -> None:
@@ -336,11 +335,12 @@ async def test_http_device_leaving_mid_reply_ends_that_reply_only(tmp_path: Path
 async def test_http_sessions_expire_when_idle_and_are_capped_per_device(tmp_path: Path) -> None:
     fakes = _fakes()
     engines: Engines = fakes.engines()
-    devices = DeviceStore(tmp_path / "devices.db")
-    ctx = ServerContext(server_settings(tmp_path), engines, devices)
+    store = await open_store(tmp_path)
+    ctx = ServerContext(server_settings(tmp_path), engines, store)
     now = [0.0]
     sessions = HttpSessions(ctx, idle_s=300, per_device=2, clock=lambda: now[0])
-    device = SHARED_TOKEN_DEVICE
+    store.writer.start()
+    device = await store.devices.ensure(SHARED_TOKEN_DEVICE)
     a = await sessions.acquire(device, "a")
     sessions.release(a)
     now[0] = 10
@@ -361,7 +361,7 @@ async def test_http_sessions_expire_when_idle_and_are_capped_per_device(tmp_path
     sessions.release(d)
     await ctx.close_session(d.session)
     engines.close()
-    devices.close()
+    await store.close()
 
 
 # -- /ws --------------------------------------------------------------------------------------
@@ -638,17 +638,17 @@ async def test_http_real_question_gets_a_spoken_answer(
     )
     samples, rate = read_wav(SAMPLE_QUESTION)
     pcm = resample(samples, rate, 16_000).astype("<i2").tobytes() + bytes(16_000)  # + 0.5 s quiet
-    devices = DeviceStore(tmp_path / "devices.db")
+    store = await open_store(tmp_path)
     settings = server_settings(tmp_path, shared_token=FIRMWARE_TOKEN)
     try:
         async with (
-            running_server(settings, engines, devices) as address,
+            running_server(settings, engines, store) as address,
             httpx.AsyncClient(base_url=f"http://{address}", timeout=120) as client,
         ):
             reply = await http_turn(client, FIRMWARE_TOKEN, "esp32-5a5a5a5a", pcm)
     finally:
         engines.close()
-        devices.close()
+        await store.close()
     assert reply.status_code == 200, reply.text
     assert {"capital", "france"} <= set(normalize_words(heard[0])), heard
     reply_text = " ".join(spoken)

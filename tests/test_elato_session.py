@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from tests.fakes import FakeLLM, Fakes, FakeSTT, bounded, pcm_bytes, silence, tone
-from tests.server_harness import running_server
+from tests.server_harness import open_store, running_server
 from voxgate.cli import SAMPLE_QUESTION
 from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.capabilities import Float32Array, Int16Array, SpeechToText, TextToSpeech
@@ -34,7 +34,7 @@ from voxgate.protocols.elato import issue_token, verify_token
 from voxgate.server.context import ServerContext
 from voxgate.server.transports import elato as elato_transport
 from voxgate.server.transports.elato import DEFAULT_FIRST_MESSAGE
-from voxgate.store.devices import DeviceStore
+from voxgate.store import Store
 
 SECRET = "elato-test-secret-0123456789abcdef0123456789"
 MAC = "AA:BB:CC:00:11:22"
@@ -57,7 +57,7 @@ AUTH = {
 @dataclass
 class Rig:
     address: str
-    devices: DeviceStore
+    store: Store
     fakes: Fakes
 
     def http(self) -> httpx.AsyncClient:
@@ -111,15 +111,15 @@ async def elato_server(
     )
     fakes = fakes or Fakes()
     engines = engines or fakes.engines()
-    devices = DeviceStore(tmp_path / "devices.db")
+    store = await open_store(tmp_path)
     for index, mac in enumerate(register):
-        devices.add(f"device-{index}", mac)
+        await store.devices.add(f"device-{index}", mac)
     try:
-        async with running_server(settings, engines, devices) as address:
-            yield Rig(address, devices, fakes)
+        async with running_server(settings, engines, store) as address:
+            yield Rig(address, store, fakes)
     finally:
         engines.close()
-        devices.close()
+        await store.close()
 
 
 def device_connect(
@@ -211,7 +211,7 @@ async def test_token_endpoint(tmp_path: Path) -> None:
         unknown = await client.get("/api/generate_auth_token", params={"macAddress": OTHER_MAC})
         missing = await client.get("/api/generate_auth_token")
         bad = await client.get("/api/generate_auth_token", params={"macAddress": "nope"})
-        rig.devices.revoke("device-0")
+        await rig.store.devices.revoke("device-0")
         revoked = await client.get("/api/generate_auth_token", params={"macAddress": MAC})
     assert ok.status_code == 200
     claims = verify_token(SECRET, ok.json()["token"], mac=MAC)
@@ -228,7 +228,7 @@ async def test_token_endpoint_auto_registers_when_allowed(tmp_path: Path) -> Non
     async with elato_server(tmp_path, register=(), auto_register_devices=True) as rig:
         token = await rig.token(OTHER_MAC)
         again = await rig.token(OTHER_MAC)
-        assert [device.mac for device in rig.devices.list()] == [OTHER_MAC]
+        assert [device.mac for device in (await rig.store.devices.all())] == [OTHER_MAC]
         async with device_connect(rig.address, again, OTHER_MAC) as ws:
             assert (await Device(ws).auth())["type"] == "auth"
     assert token
@@ -237,18 +237,23 @@ async def test_token_endpoint_auto_registers_when_allowed(tmp_path: Path) -> Non
 @contextmanager
 def bare_app(tmp_path: Path, settings: Settings) -> Iterator[tuple[TestClient, ServerContext]]:
     """Only the Elato routes, without create_app (which would make a signing key)."""
-    app = Starlette(routes=elato_transport.routes(settings))
     engines = Fakes().engines()
-    devices = DeviceStore(tmp_path / "devices.db")
-    devices.add("kitchen", MAC)
-    ctx = ServerContext(settings, engines, devices)
-    app.state.ctx = ctx
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # In the test client's own event loop, where the database connections will be used.
+        store = await open_store(tmp_path)
+        await store.devices.add("kitchen", MAC)
+        app.state.ctx = ServerContext(settings, engines, store)
+        yield
+        await store.close()
+
+    app = Starlette(routes=elato_transport.routes(settings), lifespan=lifespan)
     try:
         with TestClient(app) as client:
-            yield client, ctx
+            yield client, app.state.ctx
     finally:
         engines.close()
-        devices.close()
 
 
 def _denied_status(client: TestClient, token: str) -> tuple[int, str]:
@@ -304,7 +309,7 @@ async def test_bad_credentials_get_http_401_on_the_upgrade(tmp_path: Path) -> No
         with pytest.raises(InvalidStatus) as no_auth:
             async with connect(f"ws://{rig.address}/ws/esp32", proxy=None, open_timeout=5):
                 pass
-        rig.devices.revoke("device-0")
+        await rig.store.devices.revoke("device-0")
         with pytest.raises(InvalidStatus) as revoked:
             async with device_connect(rig.address, token, MAC):
                 pass

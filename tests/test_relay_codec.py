@@ -65,7 +65,7 @@ def test_session_start_with_every_field() -> None:
         '{"event":"session.start","seq":1,"payload":{"token":"abc",'
         '"input":{"audio_format":"pcm16","sample_rate_hz":8000,"channels":1},'
         '"output":{"sample_rate_hz":16000},"turn_detection":"client","partial_transcripts":true,'
-        '"character":{"name":"Ada","system_prompt":"Be brief.","first_message":"Hi!"},'
+        '"character":{"id":"toy","name":"Ada","system_prompt":"Be brief.","first_message":"Hi!"},'
         '"greeting":false,"resume_session_id":"s-1"}}'
     )
     assert decode(text) == SessionStart(
@@ -74,7 +74,7 @@ def test_session_start_with_every_field() -> None:
         output_rate_hz=16000,
         turn_detection=TurnDetection.CLIENT,
         partial_transcripts=True,
-        character=CharacterOverrides("Ada", "Be brief.", "Hi!"),
+        character=CharacterOverrides("toy", "Ada", "Be brief.", "Hi!"),
         greeting=False,
         resume_session_id="s-1",
     )

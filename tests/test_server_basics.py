@@ -11,25 +11,24 @@ import uvicorn
 import websockets
 
 from tests.fakes import FakeLLM, Fakes
-from tests.server_harness import running_server, server_settings, serving
+from tests.server_harness import open_store, running_server, server_settings, serving
 from voxgate.server.app import create_app
 from voxgate.server.serve import _DrainingServer
-from voxgate.store.devices import DeviceStore
 
 
 async def test_healthz_and_metrics_over_a_real_socket(tmp_path: Path) -> None:
     settings = server_settings(tmp_path)
     fakes = Fakes()
     engines = fakes.engines()
-    devices = DeviceStore(tmp_path / "devices.db")
+    store = await open_store(tmp_path)
     async with (
-        running_server(settings, engines, devices) as address,
+        running_server(settings, engines, store) as address,
         httpx.AsyncClient(base_url=f"http://{address}") as client,
     ):
         health = await client.get("/healthz")
         metrics = await client.get("/metrics")
     engines.close()
-    devices.close()
+    await store.close()
     assert health.status_code == 200
     assert health.json()["status"] == "ok" and health.json()["models_ready"] is True
     assert metrics.status_code == 200
@@ -57,9 +56,9 @@ async def test_shutdown_lets_a_reply_in_flight_finish_then_closes(tmp_path: Path
     settings = server_settings(tmp_path, shutdown_grace_s=10)
     fakes = Fakes(llm=FakeLLM(["One. ", "Two. ", "Three."], delay_s=0.3))
     engines = fakes.engines()
-    devices = DeviceStore(tmp_path / "devices.db")
-    _, token = devices.add("d")
-    app = create_app(settings, engines=engines, devices=devices)
+    store = await open_store(tmp_path)
+    _, token = await store.devices.add("d")
+    app = create_app(settings, engines=engines, store=store)
     received: list[str] = []
     servers: list[uvicorn.Server] = []
 
@@ -83,6 +82,6 @@ async def test_shutdown_lets_a_reply_in_flight_finish_then_closes(tmp_path: Path
                 if isinstance(message, str):
                     received.append(json.loads(message)["event"])
     engines.close()
-    devices.close()
+    await store.close()
     assert "turn.done" in received, received
     assert fakes.llm.completed == 1

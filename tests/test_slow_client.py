@@ -11,8 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.fakes import FakeLLM, Fakes, FakeTTS
-from tests.server_harness import running_server, server_settings
-from voxgate.store.devices import DeviceStore
+from tests.server_harness import open_store, running_server, server_settings
 
 
 async def test_a_client_that_never_reads_is_dropped_and_the_server_goes_on(tmp_path: Path) -> None:
@@ -22,19 +21,23 @@ async def test_a_client_that_never_reads_is_dropped_and_the_server_goes_on(tmp_p
         tts=FakeTTS(sample_rate_hz=24_000, ms_per_word=60_000),
     )
     engines = fakes.engines()
-    devices = DeviceStore(tmp_path / "devices.db")
-    _, token = devices.add("sleepy")
+    store = await open_store(tmp_path)
+    _, token = await store.devices.add("sleepy")
     settings = server_settings(
         tmp_path, send_timeout_s=1.0, prebuffer_ms=10_000_000, max_message_bytes=1 << 24
     )
-    async with running_server(settings, engines, devices) as address:
+    async with running_server(settings, engines, store) as address:
         url = f"ws://{address}/v1/relay?token={token}"
         # max_queue=1: the client library itself stops reading after one message.
         async with connect(url, max_queue=1, max_size=None) as ws:
             await ws.send(json.dumps({"event": "session.start", "seq": 1, "payload": {}}))
             await ws.send(json.dumps({"event": "text.input", "seq": 2, "payload": {"text": "go"}}))
             async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-                for _ in range(100):  # up to 20 s
+                for _ in range(50):  # the session opens (it reads its history first)...
+                    if (await http.get("/healthz")).json()["sessions"] == 1:
+                        break
+                    await asyncio.sleep(0.02)
+                for _ in range(100):  # ...and is dropped, within 20 s
                     if (await http.get("/healthz")).json()["sessions"] == 0:
                         break
                     await asyncio.sleep(0.2)
@@ -52,4 +55,4 @@ async def test_a_client_that_never_reads_is_dropped_and_the_server_goes_on(tmp_p
             # server aborts the connection (1006 at the client).
             assert closed and ws.close_code in (4408, 1006), ws.close_code
     engines.close()
-    devices.close()
+    await store.close()

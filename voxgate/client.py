@@ -191,7 +191,11 @@ async def _turn(chat: _Conversation, samples: Int16Array, realtime: bool) -> Non
     )
     name, payload = await chat.receive()
     if name != "session.ready":
-        raise RelayClientError(f"session refused: {payload.get('code')}: {payload.get('message')}")
+        code = payload.get("code")
+        raise RelayClientError(
+            f"session refused: {code}: {payload.get('message')}",
+            exit_code=2 if code == "unauthorized" else 1,
+        )
     chat.result.session_id = payload["session_id"]
     chat.result.sample_rate_hz = payload["output"]["sample_rate_hz"]
     reader = asyncio.create_task(chat.read_all())

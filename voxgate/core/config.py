@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -213,6 +213,18 @@ class ServerSettings(BaseModel):
     """ElatoAI servers wait ~1 s of silence; the device has no barge-in and no VAD of its own."""
 
 
+class DatabaseSettings(BaseModel):
+    url: str | None = None
+    """``postgresql://user:password@host/db`` or ``sqlite:///path``; default: ``voxgate.db`` in
+    the data directory (SQLite). Also ``$VOXGATE_DATABASE_URL``."""
+    auto_migrate: bool = True
+    """Bring the schema up to date at start (off: ``voxgate db upgrade`` does it, and the server
+    refuses an old schema)."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    write_queue_size: int = Field(100_000, ge=100)
+    """Records held while the database is away; beyond that they are dropped (and counted)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VOXGATE_", env_nested_delimiter="__", extra="forbid"
@@ -228,9 +240,18 @@ class Settings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    database_url: str | None = None
+    """Shorthand for ``database.url`` (``VOXGATE_DATABASE_URL``)."""
     prices: dict[str, Price] = Field(default_factory=default_prices)
     """Keyed ``"provider/model"`` (TTS: ``"provider/model"`` or ``"provider/voice"``); merged over
     the defaults, so a config lists only what it changes."""
+
+    @model_validator(mode="after")
+    def _database_url_shorthand(self) -> Settings:
+        if self.database_url is not None and self.database.url is None:
+            self.database = self.database.model_copy(update={"url": self.database_url})
+        return self
 
     @field_validator("prices", mode="after")
     @classmethod

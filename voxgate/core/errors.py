@@ -37,6 +37,16 @@ class ConfigError(VoxgateError):
     code = ErrorCode.BAD_REQUEST
 
 
+class StoreError(VoxgateError):
+    """Something asked of the store cannot be done: a name taken, a bad value."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class NotFoundError(StoreError):
+    """A device, user, character or conversation that does not exist."""
+
+
 class ModelError(VoxgateError):
     """A model is missing, corrupt or cannot be prepared; the message says which package to install."""
 

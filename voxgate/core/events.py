@@ -111,6 +111,8 @@ class TurnDone:
     timings: TurnTimings
     usage: tuple[EngineUsage, ...] = ()
     """Each engine call of the turn (the engine that answered, after any fallback), with its cost."""
+    generated_text: str = ""
+    """The reply as far as it was generated; more than ``reply_text`` when interrupted."""
 
     @property
     def cost_usd(self) -> float:

@@ -304,6 +304,7 @@ class ReplyRun:
                 interrupted=interrupted,
                 timings=self._timings(),
                 usage=tuple(self._meter.records),
+                generated_text=" ".join(self._spoken),
             )
         )
 

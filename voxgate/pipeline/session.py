@@ -49,6 +49,7 @@ class TurnSession:
         history: Conversation | None = None,
         clock: Clock = time.perf_counter,
         turn_gate: Callable[[], bool] | None = None,
+        observer: Callable[[Event], None] | None = None,
     ) -> None:
         self._engines = engines
         self._turn = turn
@@ -56,13 +57,14 @@ class TurnSession:
         self._clock = clock
         self.history = history if history is not None else Conversation(turn.max_history_turns)
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._observer = observer  # sees every event as it is emitted (persistence); must not block
         self._context = ReplyContext(
             engines=engines,
             turn=turn,
             character=character,
             history=self.history,
             output_rate_hz=output_rate_hz,
-            sink=self._queue.put_nowait,
+            sink=self._emit,
             clock=clock,
         )
         vad = engines.vad
@@ -118,6 +120,14 @@ class TurnSession:
         async with asyncio.timeout(timeout_s):
             return await self._queue.get()
 
+    def _emit(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+        if self._observer is not None:
+            try:
+                self._observer(event)
+            except Exception:  # recording must never break the conversation
+                logger.exception("the session observer failed on %s", type(event).__name__)
+
     # -- feeding ----------------------------------------------------------------------------
 
     async def push_audio(self, pcm: bytes, sample_rate_hz: int = 16_000) -> None:
@@ -126,7 +136,7 @@ class TurnSession:
         try:
             chunks = self._input.push(pcm, sample_rate_hz)
         except AudioFormatError as exc:
-            self._queue.put_nowait(ErrorEvent(ErrorCode.BAD_AUDIO, str(exc)))
+            self._emit(ErrorEvent(ErrorCode.BAD_AUDIO, str(exc)))
             return
         if len(chunks) == 0:
             return
@@ -159,7 +169,7 @@ class TurnSession:
             return
         text = text.strip()
         if not text:
-            self._queue.put_nowait(ErrorEvent(ErrorCode.BAD_REQUEST, "empty text turn"))
+            self._emit(ErrorEvent(ErrorCode.BAD_REQUEST, "empty text turn"))
             return
         self.interrupt()
         if self._allowed():
@@ -207,7 +217,7 @@ class TurnSession:
                 await asyncio.gather(run.task, return_exceptions=True)
         if self._partial is not None:
             await asyncio.gather(self._partial, return_exceptions=True)
-        self._queue.put_nowait(None)
+        self._queue.put_nowait(None)  # the end
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -227,7 +237,7 @@ class TurnSession:
                     return  # half duplex: the user's speech over the reply is not a turn
                 self._utterance += 1
                 self._partial_from_ms = 0.0
-                self._queue.put_nowait(SpeechStarted(at_ms=self._ms(first_chunk)))
+                self._emit(SpeechStarted(at_ms=self._ms(first_chunk)))
             case SpeechPaused(last_voiced):
                 if self._pending is None and not self._ignoring and not self._blocked():
                     self._pending = self._start(self._request(last_voiced), committed=False)
@@ -241,7 +251,7 @@ class TurnSession:
                     self._ignoring = False
                     self._recorder.stop()
                     return
-                self._queue.put_nowait(SpeechStopped(at_ms=self._ms(last_voiced + 1)))
+                self._emit(SpeechStopped(at_ms=self._ms(last_voiced + 1)))
                 self.interrupt()  # a short utterance that did not barge in still ends the old reply
                 pending, self._pending = self._pending, None
                 if not self._allowed():
@@ -260,7 +270,7 @@ class TurnSession:
         """Ask the turn gate (rate limit); a refused turn is reported, not answered."""
         if self._turn_gate is None or self._turn_gate():
             return True
-        self._queue.put_nowait(
+        self._emit(
             ErrorEvent(ErrorCode.RATE_LIMITED, "too many turns; wait a little and try again")
         )
         return False
@@ -306,7 +316,7 @@ class TurnSession:
             return
         still_talking = self._endpointer.in_speech and self._pending is None
         if text and utterance == self._utterance and still_talking and not self._closed:
-            self._queue.put_nowait(Transcript(text, final=False))
+            self._emit(Transcript(text, final=False))
 
     def _check_barge_in(self) -> None:
         if not self._turn.barge_in or self._reply is None:

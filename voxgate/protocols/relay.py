@@ -72,6 +72,8 @@ class TurnDetection(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CharacterOverrides:
+    id: str | None = None
+    """A stored character, by its id (``GET /api/characters``); the fields below adjust it."""
     name: str | None = None
     system_prompt: str | None = None
     first_message: str | None = None
@@ -262,6 +264,7 @@ def _session_start(p: _Payload) -> SessionStart:
         turn_detection=TurnDetection(detection),
         partial_transcripts=p.flag("partial_transcripts", None),
         character=CharacterOverrides(
+            id=character.text("id", MAX_NAME_CHARS),
             name=character.text("name", MAX_NAME_CHARS),
             system_prompt=character.text("system_prompt", MAX_PROMPT_CHARS),
             first_message=character.text("first_message", MAX_TEXT_CHARS),

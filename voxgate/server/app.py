@@ -25,7 +25,7 @@ from voxgate.pipeline.engines import warm_up
 from voxgate.server.context import ServerContext
 from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.transports import assistant_proxy, elato, relay
-from voxgate.store.devices import DeviceStore
+from voxgate.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +37,19 @@ def context_of(request: Request) -> ServerContext:
 
 async def healthz(request: Request) -> JSONResponse:
     ctx = context_of(request)
-    status = "shutting_down" if ctx.shutting_down.is_set() else "ok"
+    writer = ctx.store.writer
+    # Degraded still serves (200): sessions go on while their turns wait to be written.
+    degraded = [] if writer.healthy else [f"database: {writer.last_error}"]
+    status = "shutting_down" if ctx.shutting_down.is_set() else "degraded" if degraded else "ok"
     return JSONResponse(
         {
             "status": status,
             "models_ready": True,
-            "degraded": [],
+            "degraded": degraded,
             "sessions": len(ctx.sessions),
+            "writes_pending": writer.pending,
         },
-        status_code=200 if status == "ok" else 503,
+        status_code=503 if status == "shutting_down" else 200,
     )
 
 
@@ -54,10 +58,11 @@ async def metrics(request: Request) -> Response:
 
 
 def create_app(
-    settings: Settings, *, engines: Engines | None = None, devices: DeviceStore | None = None
+    settings: Settings, *, engines: Engines | None = None, store: Store | None = None
 ) -> Starlette:
-    """The app. Given ``engines`` (tests, benchmarks) it uses them; otherwise it loads the
-    configured ones at start-up, and is ready once they are warm."""
+    """The app. Given ``engines`` or ``store`` (tests, benchmarks) it uses them; otherwise it
+    loads the configured engines and opens the configured database at start-up, and is ready once
+    the engines are warm."""
     settings = with_generated_secrets(settings)
 
     @asynccontextmanager
@@ -65,11 +70,12 @@ def create_app(
         owned = engines is None
         loaded = engines
         if loaded is None:
-            store = ModelStore(settings.models_dir)
-            loaded = await asyncio.to_thread(load_engines, settings, store)
+            models = ModelStore(settings.models_dir)
+            loaded = await asyncio.to_thread(load_engines, settings, models)
             await warm_up(loaded, settings.character.system_prompt)
-        device_store = devices or DeviceStore(settings.data_dir / "voxgate.db")
-        ctx = ServerContext(settings, loaded, device_store)
+        opened = store or await Store.open(settings)
+        opened.writer.start()
+        ctx = ServerContext(settings, loaded, opened)
         app.state.ctx = ctx
         try:
             yield
@@ -79,8 +85,10 @@ def create_app(
                 await ctx.close_session(session)
             if owned:
                 loaded.close()
-            if devices is None:
-                device_store.close()
+            if store is None:
+                await opened.close()  # writes what is still queued first
+            else:
+                await opened.writer.flush(settings.server.shutdown_grace_s)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

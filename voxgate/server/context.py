@@ -1,27 +1,44 @@
-"""What every transport shares: settings, the loaded engines, devices, limits, metrics."""
+"""What every transport shares: settings, the loaded engines, the store, limits, metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from voxgate.core.config import CharacterSettings, Settings, TurnSettings
+from voxgate.core.errors import NotFoundError
 from voxgate.pipeline import Engines, TurnSession
+from voxgate.pipeline.history import Conversation
 from voxgate.server.metrics import Metrics
 from voxgate.server.ratelimit import RateLimiter
-from voxgate.store.devices import Device, DeviceStore, same_secret
+from voxgate.server.recording import ConversationRecorder, exchanges_of, new_conversation_id
+from voxgate.store import Store
+from voxgate.store.devices import same_secret, token_hash
+from voxgate.store.records import Device
 
-SHARED_TOKEN_DEVICE = Device(id=0, name="shared-token", mac=None, created_at=0.0, revoked_at=None)
-"""Who a connection is when it used the shared token rather than a device's own."""
-BROWSER_DEVICE = Device(id=-1, name="browser", mac=None, created_at=0.0, revoked_at=None)
-"""Who the web page is when it talks with the admin token."""
+logger = logging.getLogger(__name__)
+
+BROWSER_DEVICE = "browser"
+"""The device the web page is when it talks with the admin token."""
+SHARED_TOKEN_DEVICE = "shared-token"
+"""The device a connection is when it used the shared token rather than a device's own."""
+HISTORY_TIMEOUT_S = 2.0
+"""A session does not wait longer than this for its history; it starts fresh instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class CharacterChoice:
+    settings: CharacterSettings
+    character_id: int | None
+    """The stored character's row, or None for the configured default."""
 
 
 @dataclass
 class ServerContext:
     settings: Settings
     engines: Engines
-    devices: DeviceStore
+    store: Store
     metrics: Metrics = field(default_factory=Metrics)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     sessions: set[TurnSession] = field(default_factory=set)
@@ -30,45 +47,132 @@ class ServerContext:
         server = self.settings.server
         self.connection_limit = RateLimiter(server.connections_per_minute)
         self.turn_limit = RateLimiter(server.turns_per_minute)
+        self._recorders: dict[TurnSession, ConversationRecorder] = {}
+        self._devices_of: dict[TurnSession, int] = {}
+        self._pseudo_devices: dict[str, Device] = {}
+        # Devices that authenticated, by token hash: used only while the database is away, so
+        # devices already known can reconnect. A revocation takes effect once it is back.
+        self._known_tokens: dict[str, Device] = {}
 
-    def authenticate(self, token: str | None) -> Device | None:
-        """A device token, or the shared token when one is configured."""
+    # -- who is connecting ------------------------------------------------------------------
+
+    async def authenticate(self, token: str | None) -> Device | None:
+        """A device token, the admin token (the web page) or the shared token if configured."""
         if not token:
             return None
         server = self.settings.server
         if server.admin_token is not None and same_secret(
             token, server.admin_token.get_secret_value()
         ):
-            return BROWSER_DEVICE
+            return await self._pseudo_device(BROWSER_DEVICE)
         if server.shared_token is not None and same_secret(
             token, server.shared_token.get_secret_value()
         ):
-            return SHARED_TOKEN_DEVICE
-        return self.devices.authenticate(token)
+            return await self._pseudo_device(SHARED_TOKEN_DEVICE)
+        digest = token_hash(token)
+        try:
+            device = await self.store.devices.authenticate(token)
+        except Exception as exc:
+            known = self._known_tokens.get(digest)
+            logger.warning("cannot check a token in the database (%s); known: %s", exc, bool(known))
+            return known
+        if device is None:
+            self._known_tokens.pop(digest, None)
+        else:
+            self._known_tokens[digest] = device
+        return device
 
-    def open_session(
+    async def _pseudo_device(self, name: str) -> Device:
+        if name not in self._pseudo_devices:
+            self._pseudo_devices[name] = await self.store.devices.ensure(name)
+        return self._pseudo_devices[name]
+
+    def online_devices(self) -> set[int]:
+        return set(self._devices_of.values())
+
+    async def character_for(self, device: Device, requested: str | None = None) -> CharacterChoice:
+        """The character a session talks as: the one the client asked for, else the device's,
+        else the configured default. Raises NotFoundError only for one the client asked for."""
+        slug = requested or device.settings.character
+        if slug is None:
+            return CharacterChoice(self.settings.character, None)
+        try:
+            character = await self.store.characters.get(slug)
+            character_id = await self.store.characters.id_of(slug)
+        except NotFoundError:
+            if requested:
+                raise
+            logger.warning("device %s has character %r, which is gone", device.name, slug)
+            return CharacterChoice(self.settings.character, None)
+        settings = self.settings.character.model_copy(
+            update={
+                "name": character.name,
+                "system_prompt": character.system_prompt,
+                "first_message": character.first_message,
+            }
+        )
+        return CharacterChoice(settings, character_id)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def open_session(
         self,
         device: Device,
         *,
         output_rate_hz: int,
         turn: TurnSettings | None = None,
-        character: CharacterSettings | None = None,
+        character: CharacterChoice | None = None,
     ) -> TurnSession:
-        """A new session for one connection; a reconnect starts clean."""
+        """A new session for one connection. It continues the device's last conversation with
+        the same character (its last turns), and is recorded as it goes."""
+        turn = turn or self.settings.turn
+        if character is None:
+            character = await self.character_for(device)
+        history = Conversation(turn.max_history_turns)
+        conversation_id, resumed = new_conversation_id(), False
+        try:
+            async with asyncio.timeout(HISTORY_TIMEOUT_S):
+                # The device's previous session may have just ended: its last turns first.
+                await self.store.writer.flush()
+                earlier = await self.store.conversations.latest(
+                    device.id, character.character_id, turn.max_history_turns
+                )
+        except Exception as exc:
+            logger.warning("starting %s without its history: %s", device.name, exc)
+            earlier = None
+        if earlier is not None:
+            conversation_id, resumed = earlier.conversation_id, True
+            history.exchanges = exchanges_of(earlier.messages)[-turn.max_history_turns :]
+        recorder = ConversationRecorder(
+            self.store.writer,
+            conversation_id,
+            device.id,
+            device.user_id,
+            character.character_id,
+            resumed=resumed,
+        )
         key = f"device:{device.id}"
         session = TurnSession(
             self.engines,
-            turn or self.settings.turn,
-            character or self.settings.character,
+            turn,
+            character.settings,
             output_rate_hz=output_rate_hz,
+            history=history,
             turn_gate=lambda: self.turn_limit.allow(key),
+            observer=recorder,
         )
         self.sessions.add(session)
+        self._recorders[session] = recorder
+        self._devices_of[session] = device.id
         return session
 
     async def close_session(self, session: TurnSession) -> None:
         self.sessions.discard(session)
+        self._devices_of.pop(session, None)
         await session.close()
+        recorder = self._recorders.pop(session, None)
+        if recorder is not None:
+            recorder.close()
 
     async def drain(self, grace_s: float) -> None:
         """Shutdown: refuse new sessions, give replies in flight ``grace_s`` to finish."""

@@ -1,4 +1,4 @@
-"""Registered devices and their tokens (SQLite, in the data directory).
+"""Registered devices: their tokens, owners and settings.
 
 A token is shown once, when the device is added; only its SHA-256 is stored. Tokens are 256 random
 bits, so a plain hash is enough: there is nothing to brute-force.
@@ -10,38 +10,20 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from voxgate.core.errors import ConfigError
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    mac TEXT UNIQUE,
-    token_sha256 TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-)
-"""
+from voxgate.core.errors import ConfigError, NotFoundError, StoreError
+from voxgate.store.database import Database
+from voxgate.store.records import Device, DeviceSettings
+from voxgate.store.schema import CharacterRow, DeviceRow, UserRow
+
 _MAC = re.compile(r"^([0-9A-F]{2}:){5}[0-9A-F]{2}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    id: int
-    name: str
-    mac: str | None
-    created_at: float
-    revoked_at: float | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
+_UNSET: Any = object()
 
 
 def normalize_mac(mac: str) -> str:
@@ -51,81 +33,189 @@ def normalize_mac(mac: str) -> str:
     return normalized
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class DeviceStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def add(self, name: str, mac: str | None = None) -> tuple[Device, str]:
-        """Register a device; returns it and its token (shown this once)."""
-        token = secrets.token_urlsafe(32)
-        mac = normalize_mac(mac) if mac else None
-        with self._lock:
-            try:
-                cursor = self._db.execute(
-                    "INSERT INTO devices (name, mac, token_sha256, created_at) VALUES (?, ?, ?, ?)",
-                    (name, mac, _hash(token), time.time()),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ConfigError(f"a device named {name!r} or with MAC {mac} exists") from exc
-        device = self.get(int(cursor.lastrowid or 0))
-        assert device is not None
-        return device, token
-
-    def list(self) -> list[Device]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, mac, created_at, revoked_at FROM devices ORDER BY id"
-            ).fetchall()
-        return [Device(*row) for row in rows]
-
-    def get(self, device_id: int) -> Device | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, mac, created_at, revoked_at FROM devices WHERE id = ?",
-                (device_id,),
-            ).fetchone()
-        return Device(*row) if row else None
-
-    def by_mac(self, mac: str) -> Device | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, mac, created_at, revoked_at FROM devices WHERE mac = ?",
-                (normalize_mac(mac),),
-            ).fetchone()
-        return Device(*row) if row else None
-
-    def authenticate(self, token: str) -> Device | None:
-        """The active device this token belongs to, or None."""
-        if not token:
-            return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, mac, created_at, revoked_at FROM devices WHERE token_sha256 = ?",
-                (_hash(token),),
-            ).fetchone()
-        device = Device(*row) if row else None
-        return device if device is not None and device.active else None
-
-    def revoke(self, name: str) -> bool:
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE devices SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (time.time(), name),
-            )
-        return cursor.rowcount > 0
 
 
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison for shared secrets."""
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+_User = aliased(UserRow)
+_Character = aliased(CharacterRow)
+
+
+def _query() -> Select[DeviceRow, str | None, str | None]:
+    return (
+        select(DeviceRow, _User.name, _Character.slug)
+        .outerjoin(_User, DeviceRow.user_id == _User.id)
+        .outerjoin(_Character, DeviceRow.character_id == _Character.id)
+    )
+
+
+def _record(row: DeviceRow, user: str | None, character: str | None) -> Device:
+    return Device(
+        id=row.id,
+        name=row.name,
+        mac=row.mac,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        user=user,
+        user_id=row.user_id,
+        settings=DeviceSettings(character, row.volume, row.pitch, row.language),
+        last_seen_at=row.last_seen_at,
+    )
+
+
+class Devices:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def add(
+        self, name: str, mac: str | None = None, *, user: str | None = None
+    ) -> tuple[Device, str]:
+        """Register a device; returns it and its token (shown this once)."""
+        name = _name(name)
+        token = secrets.token_urlsafe(32)
+        mac = normalize_mac(mac) if mac else None
+        async with self._db.sessions.begin() as session:
+            user_id = await _user_id(session, user) if user else None
+            row = DeviceRow(
+                name=name,
+                mac=mac,
+                token_sha256=token_hash(token),
+                user_id=user_id,
+                created_at=time.time(),
+            )
+            session.add(row)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise StoreError(f"a device named {name!r} or with MAC {mac} exists") from None
+            device_id = row.id
+        return await self.get(device_id), token
+
+    async def ensure(self, name: str) -> Device:
+        """A device without a token of its own (the web page, the shared token): made if new."""
+        async with self._db.sessions.begin() as session:
+            found = await session.scalar(select(DeviceRow.id).where(DeviceRow.name == name))
+            if found is None:
+                session.add(DeviceRow(name=name, created_at=time.time()))
+        try:
+            return await self.by_name(name)
+        except NotFoundError:  # pragma: no cover - only if deleted between the two statements
+            raise StoreError(f"device {name!r} vanished while being made") from None
+
+    async def all(self) -> list[Device]:
+        async with self._db.sessions() as session:
+            rows = await session.execute(_query().order_by(DeviceRow.id))
+            return [_record(*row) for row in rows]
+
+    async def get(self, device_id: int) -> Device:
+        return await self._one(DeviceRow.id == device_id, f"no device with id {device_id}")
+
+    async def by_name(self, name: str) -> Device:
+        return await self._one(DeviceRow.name == name, f"no device named {name!r}")
+
+    async def by_mac(self, mac: str) -> Device | None:
+        try:
+            return await self._one(DeviceRow.mac == normalize_mac(mac), "")
+        except NotFoundError:
+            return None
+
+    async def authenticate(self, token: str) -> Device | None:
+        """The active device this token belongs to (and note that it was seen), or None."""
+        if not token:
+            return None
+        try:
+            device = await self._one(DeviceRow.token_sha256 == token_hash(token), "")
+        except NotFoundError:
+            return None
+        if not device.active:
+            return None
+        await self.seen(device.id)
+        return device
+
+    async def seen(self, device_id: int) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(DeviceRow).where(DeviceRow.id == device_id).values(last_seen_at=time.time())
+            )
+
+    async def revoke(self, name: str) -> bool:
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(DeviceRow)
+                .where(DeviceRow.name == name, DeviceRow.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def configure(
+        self,
+        name: str,
+        *,
+        user: str | None = _UNSET,
+        character: str | None = _UNSET,
+        volume: int | None = _UNSET,
+        pitch: float | None = _UNSET,
+        language: str | None = _UNSET,
+    ) -> Device:
+        """Change a device's owner or settings; an argument left out is left as it is, None
+        clears it."""
+        values: dict[str, Any] = {}
+        async with self._db.sessions.begin() as session:
+            if user is not _UNSET:
+                values["user_id"] = await _user_id(session, user) if user else None
+            if character is not _UNSET:
+                values["character_id"] = (
+                    await _character_id(session, character) if character else None
+                )
+            if volume is not _UNSET:
+                if volume is not None and not 0 <= volume <= 100:
+                    raise StoreError(f"volume must be 0-100, not {volume}")
+                values["volume"] = volume
+            if pitch is not _UNSET:
+                if pitch is not None and not 0.5 <= pitch <= 2.0:
+                    raise StoreError(f"pitch must be 0.5-2.0 (1 = unchanged), not {pitch}")
+                values["pitch"] = pitch
+            if language is not _UNSET:
+                values["language"] = language
+            if values:
+                result = await session.execute(
+                    update(DeviceRow).where(DeviceRow.name == name).values(**values)
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    raise NotFoundError(f"no device named {name!r}")
+        return await self.by_name(name)
+
+    async def _one(self, condition: Any, missing: str) -> Device:
+        async with self._db.sessions() as session:
+            row = (await session.execute(_query().where(condition))).first()
+        if row is None:
+            raise NotFoundError(missing)
+        return _record(*row)
+
+
+def _name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise StoreError("a device name is 1-100 characters")
+    return name
+
+
+async def _user_id(session: Any, user: str) -> int:
+    found: int | None = await session.scalar(select(UserRow.id).where(UserRow.name == user))
+    if found is None:
+        raise NotFoundError(f"no user named {user!r} (add one with `voxgate users add {user}`)")
+    return found
+
+
+async def _character_id(session: Any, slug: str) -> int:
+    found: int | None = await session.scalar(
+        select(CharacterRow.id).where(CharacterRow.slug == slug)
+    )
+    if found is None:
+        raise NotFoundError(f"no character {slug!r} (see `voxgate characters list`)")
+    return found

@@ -30,7 +30,7 @@ from voxgate.protocols.assistant_proxy import (
 )
 from voxgate.server.context import ServerContext
 from voxgate.server.runner import SlowClientError, feed_audio
-from voxgate.store.devices import Device
+from voxgate.store.records import Device
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class HttpSessions:
         ]
         key = (device.id, session_id)
         try:
-            entry = self._entries.get(key) or self._open(device, key, victims)
+            entry = self._entries.get(key) or await self._open(device, key, victims)
             self.hold(entry)  # before any await: no other request may expire it now
         finally:
             await self._close(victims)
@@ -143,7 +143,7 @@ class HttpSessions:
         entry.users -= 1
         entry.last_used = self._clock()
 
-    def _open(
+    async def _open(
         self, device: Device, key: tuple[int, str], victims: list[HttpSession]
     ) -> HttpSession:
         ctx = self.ctx
@@ -159,11 +159,16 @@ class HttpSessions:
             oldest = min(idle, key=lambda entry: entry.last_used)
             victims.append(oldest)
             del self._entries[oldest.key]
-        session = ctx.open_session(device, output_rate_hz=OUTPUT_RATE_HZ, turn=self._turn)
+        session = await ctx.open_session(device, output_rate_hz=OUTPUT_RATE_HZ, turn=self._turn)
         ctx.metrics.sessions.labels(PROTOCOL).inc()
         ctx.metrics.sessions_total.labels(PROTOCOL).inc()
-        entry = self._entries[key] = HttpSession(key, session)
-        return entry
+        opened = HttpSession(key, session)
+        raced = self._entries.get(key)
+        if raced is not None:  # another request opened it while this one read the history
+            victims.append(opened)
+            return raced
+        self._entries[key] = opened
+        return opened
 
     async def _close(self, entries: list[HttpSession]) -> None:
         for entry in entries:
@@ -176,7 +181,7 @@ class HttpSessions:
 
 async def post_audio(request: Request) -> Response:
     ctx = app_context(request.app)
-    device = ctx.authenticate(request.headers.get(TOKEN_HEADER))
+    device = await ctx.authenticate(request.headers.get(TOKEN_HEADER))
     if device is None:
         return JSONResponse({"detail": "invalid token"}, status_code=401)
     body = await _read_body(request, ctx.settings.server.max_message_bytes)

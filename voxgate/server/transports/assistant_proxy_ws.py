@@ -62,7 +62,7 @@ async def proxy_websocket(websocket: WebSocket) -> None:
     ctx = app_context(websocket.app)
     token = websocket.headers.get(TOKEN_HEADER) or websocket.query_params.get("token")
     await websocket.accept()  # so that the device sees why it is refused
-    device = ctx.authenticate(token)
+    device = await ctx.authenticate(token)
     if device is None:
         await _close(websocket, _Close(1008, "invalid token"))
         return
@@ -72,7 +72,7 @@ async def proxy_websocket(websocket: WebSocket) -> None:
     if not ctx.connection_limit.allow(f"device:{device.id}"):
         await _close(websocket, _Close(1013, "too many connections; try again later"))
         return
-    session = ctx.open_session(device, output_rate_hz=OUTPUT_RATE_HZ)
+    session = await ctx.open_session(device, output_rate_hz=OUTPUT_RATE_HZ)
     ctx.metrics.sessions.labels(PROTOCOL).inc()
     ctx.metrics.sessions_total.labels(PROTOCOL).inc()
     loop = asyncio.get_running_loop()

@@ -19,18 +19,20 @@ import contextlib
 import logging
 from typing import Any, Literal
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxgate.core.config import CharacterSettings, Settings
-from voxgate.core.errors import ConfigError, ProtocolError
+from voxgate.core.config import Settings
+from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, StoreError
 from voxgate.pipeline import TurnSession
 from voxgate.protocols import elato
-from voxgate.server.context import ServerContext
+from voxgate.server.context import CharacterChoice, ServerContext
 from voxgate.server.runner import SlowClientError, feed_audio, pump_events
-from voxgate.store.devices import Device, normalize_mac
+from voxgate.store.devices import normalize_mac
+from voxgate.store.records import Device
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,13 @@ async def generate_auth_token(request: Request) -> Response:
         mac = normalize_mac(given)
     except ConfigError as exc:
         return _error(400, str(exc))
-    device = ctx.devices.by_mac(mac)
-    if device is None and server.auto_register_devices:
-        device = _register(ctx, mac)
+    try:
+        device = await ctx.store.devices.by_mac(mac)
+        if device is None and server.auto_register_devices:
+            device = await _register(ctx, mac)
+    except (SQLAlchemyError, OSError) as exc:
+        logger.error("cannot look up device %s: %s", mac, exc)
+        return _error(503, "the device database is unavailable; try again shortly")
     if device is None:
         return _error(
             404,
@@ -88,12 +94,12 @@ async def generate_auth_token(request: Request) -> Response:
     return JSONResponse({"token": token})
 
 
-def _register(ctx: ServerContext, mac: str) -> Device:
+async def _register(ctx: ServerContext, mac: str) -> Device:
     name = "elato-" + mac.replace(":", "").lower()
     try:
-        device, _ = ctx.devices.add(name, mac)
-    except ConfigError:  # registered meanwhile by a concurrent request
-        existing = ctx.devices.by_mac(mac)
+        device, _ = await ctx.store.devices.add(name, mac)
+    except StoreError:  # registered meanwhile by a concurrent request
+        existing = await ctx.store.devices.by_mac(mac)
         if existing is None:
             raise
         return existing
@@ -114,7 +120,7 @@ async def _deny(websocket: WebSocket, status_code: int, message: str) -> None:
         await websocket.close(code=_POLICY, reason=message[:120])
 
 
-def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str:
+async def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str:
     """The device, or why not: a valid token, the MAC it names in ``X-Device-Mac``, and that
     device still registered and active."""
     secret = ctx.settings.server.jwt_secret
@@ -128,7 +134,12 @@ def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str:
         claims = elato.verify_token(secret.get_secret_value(), token.strip(), mac=mac)
     except (ProtocolError, ConfigError) as exc:
         return str(exc)
-    device = ctx.devices.get(claims.device_id)
+    try:
+        device: Device | None = await ctx.store.devices.get(claims.device_id)
+    except NotFoundError:
+        device = None
+    except (SQLAlchemyError, OSError) as exc:
+        return f"the device database is unavailable ({type(exc).__name__}); try again shortly"
     if device is None or not device.active or device.mac != mac:
         return f"device {mac} is not registered, or has been revoked"
     return device
@@ -139,7 +150,7 @@ async def elato_socket(websocket: WebSocket) -> None:
     if ctx.shutting_down.is_set():
         await _deny(websocket, 503, "the server is shutting down")
         return
-    device = _authorize(ctx, websocket)
+    device = await _authorize(ctx, websocket)
     if isinstance(device, str):
         await _deny(websocket, 401, device)
         return
@@ -155,7 +166,7 @@ async def elato_socket(websocket: WebSocket) -> None:
     )
     ctx.metrics.sessions.labels(PROTOCOL).inc()
     ctx.metrics.sessions_total.labels(PROTOCOL).inc()
-    session = _open_session(ctx, device)
+    session = await _open_session(ctx, device)
     try:
         code = await _converse(ctx, websocket, session)
     finally:
@@ -164,9 +175,10 @@ async def elato_socket(websocket: WebSocket) -> None:
     await _close(websocket, code)
 
 
-def _open_session(ctx: ServerContext, device: Device) -> TurnSession:
+async def _open_session(ctx: ServerContext, device: Device) -> TurnSession:
     settings = ctx.settings
-    character: CharacterSettings = settings.character
+    choice = await ctx.character_for(device)
+    character = choice.settings
     if character.first_message is None and character.greeting_prompt is None:
         character = character.model_copy(update={"first_message": DEFAULT_FIRST_MESSAGE})
     turn = settings.turn.model_copy(
@@ -175,8 +187,11 @@ def _open_session(ctx: ServerContext, device: Device) -> TurnSession:
             "barge_in": False,  # the microphone is off while the device speaks
         }
     )
-    return ctx.open_session(
-        device, output_rate_hz=elato.OUTPUT_RATE_HZ, turn=turn, character=character
+    return await ctx.open_session(
+        device,
+        output_rate_hz=elato.OUTPUT_RATE_HZ,
+        turn=turn,
+        character=CharacterChoice(character, choice.character_id),
     )
 
 

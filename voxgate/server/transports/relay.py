@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from voxgate.core.config import CharacterSettings, Settings, TurnSettings
-from voxgate.core.errors import ErrorCode, ProtocolError
+from voxgate.core.config import Settings, TurnSettings
+from voxgate.core.errors import ErrorCode, NotFoundError, ProtocolError
 from voxgate.pipeline import TurnSession
 from voxgate.pipeline.history import Exchange
 from voxgate.protocols import relay as codec
@@ -33,9 +33,9 @@ from voxgate.protocols.relay import (
     TextInput,
     TurnDetection,
 )
-from voxgate.server.context import ServerContext
+from voxgate.server.context import CharacterChoice, ServerContext
 from voxgate.server.runner import SlowClientError, feed_audio, pump_events
-from voxgate.store.devices import Device
+from voxgate.store.records import Device
 
 PATH = "/v1/relay"
 PROTOCOL = "relay"
@@ -162,7 +162,7 @@ async def _handshake(
     """Authenticate (header or query now, else ``session.start``) and read ``session.start``."""
     _shutting_down(ctx)
     token = _request_token(websocket)
-    device = ctx.authenticate(token) if token else None
+    device = await ctx.authenticate(token) if token else None
     if token and device is None:
         raise _Refusal(ErrorCode.UNAUTHORIZED, "invalid token", codec.CLOSE_UNAUTHORIZED)
     try:
@@ -173,7 +173,7 @@ async def _handshake(
             ErrorCode.BAD_REQUEST, "no session.start in time", codec.CLOSE_TIMEOUT
         ) from None
     if device is None:
-        device = ctx.authenticate(start.token)
+        device = await ctx.authenticate(start.token)
         if device is None:
             message = "invalid token" if start.token else "a device token is required"
             raise _Refusal(ErrorCode.UNAUTHORIZED, message, codec.CLOSE_UNAUTHORIZED)
@@ -218,7 +218,13 @@ def _turn_settings(turn: TurnSettings, start: SessionStart) -> TurnSettings:
     return turn.model_copy(update=update)
 
 
-def _character(character: CharacterSettings, start: SessionStart) -> CharacterSettings:
+async def _character(ctx: ServerContext, device: Device, start: SessionStart) -> CharacterChoice:
+    """The stored character the client or device names (else the default), with the client's
+    adjustments."""
+    try:
+        choice = await ctx.character_for(device, start.character.id)
+    except NotFoundError as exc:
+        raise _Refusal(ErrorCode.BAD_REQUEST, str(exc), codec.CLOSE_PROTOCOL_VIOLATION) from None
     given = start.character
     update = {
         key: value
@@ -229,7 +235,7 @@ def _character(character: CharacterSettings, start: SessionStart) -> CharacterSe
         )
         if value is not None
     }
-    return character.model_copy(update=update)
+    return CharacterChoice(choice.settings.model_copy(update=update), choice.character_id)
 
 
 async def _serve(
@@ -241,18 +247,20 @@ async def _serve(
     start: SessionStart,
 ) -> None:
     turn = _turn_settings(ctx.settings.turn, start)
-    character = _character(ctx.settings.character, start)
-    session = ctx.open_session(
-        device, output_rate_hz=start.output_rate_hz, turn=turn, character=character
+    choice = await _character(ctx, device, start)
+    character = choice.settings
+    session = await ctx.open_session(
+        device, output_rate_hz=start.output_rate_hz, turn=turn, character=choice
     )
     histories = _histories(websocket)
     session_id = secrets.token_urlsafe(12)
-    resumed: int | None = None
+    # The device's conversation continues from the database; a resumed session id (a reconnect
+    # to this process) gives exactly that session's history instead.
+    resumed: int | None = len(session.history.exchanges) or None
     earlier = histories.get(start.resume_session_id or "")
     if earlier is not None and earlier.device_id == device.id:
         session_id = start.resume_session_id or session_id
-        for exchange in earlier.exchanges:
-            session.history.record(exchange)
+        session.history.exchanges = list(earlier.exchanges)
         resumed = len(earlier.exchanges)
     ctx.metrics.sessions.labels(PROTOCOL).inc()
     ctx.metrics.sessions_total.labels(PROTOCOL).inc()

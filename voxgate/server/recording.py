@@ -1,0 +1,91 @@
+"""A session's events as records for the write queue: its conversation is kept as it happens."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+
+from voxgate.core.events import ErrorEvent, Event, Interrupted, TurnDone
+from voxgate.pipeline.history import Exchange
+from voxgate.store.records import Message
+from voxgate.store.writer import (
+    ConversationClosed,
+    ConversationOpened,
+    ErrorRecord,
+    HeardUpdate,
+    TurnRecord,
+    TurnWriter,
+)
+
+
+def new_conversation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def exchanges_of(messages: list[Message]) -> list[Exchange]:
+    """Stored messages (oldest first) as the exchanges a session's history holds: what the user
+    said, and what of each reply they heard."""
+    exchanges: list[Exchange] = []
+    user_text: str | None = None
+    for message in messages:
+        if message.role == "user":
+            user_text = message.text
+            continue
+        heard = message.heard_text if message.interrupted else message.text
+        exchanges.append(Exchange(user_text, heard or "", message.interrupted))
+        user_text = None
+    return exchanges
+
+
+class ConversationRecorder:
+    """Observes one session (see ``TurnSession(observer=...)``); only queues, never waits."""
+
+    def __init__(
+        self,
+        writer: TurnWriter,
+        conversation_id: str,
+        device_id: int,
+        user_id: int | None,
+        character_id: int | None,
+        *,
+        resumed: bool,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self._writer = writer
+        self._device_id = device_id
+        self._user_id = user_id
+        self._written: set[int] = set()
+        writer.submit(
+            ConversationOpened(conversation_id, device_id, user_id, character_id, resumed=resumed)
+        )
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case TurnDone():
+                self._written.add(event.turn_id)
+                self._writer.submit(
+                    TurnRecord(
+                        conversation_id=self.conversation_id,
+                        device_id=self._device_id,
+                        user_id=self._user_id,
+                        turn_id=event.turn_id,
+                        # Only a greeting has no user text: spoken and typed turns without any
+                        # end in an error, not a reply.
+                        user_text=event.user_text or None,
+                        reply_text=event.generated_text or event.reply_text,
+                        heard_text=event.reply_text if event.interrupted else None,
+                        interrupted=event.interrupted,
+                        timings=asdict(event.timings),
+                        usage=event.usage,
+                    )
+                )
+            case Interrupted(turn_id, heard_text) if turn_id in self._written:
+                # Cut short while still playing, after the turn was written.
+                self._writer.submit(HeardUpdate(self.conversation_id, turn_id, heard_text))
+            case ErrorEvent():
+                self._writer.submit(
+                    ErrorRecord(self._device_id, self.conversation_id, event.code, event.message)
+                )
+
+    def close(self) -> None:
+        self._writer.submit(ConversationClosed(self.conversation_id))

@@ -1,0 +1,137 @@
+"""The database: an async SQLAlchemy engine on SQLite (the embedded default) or PostgreSQL, and
+its migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from voxgate.core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(url: str | None, data_dir: Path) -> str:
+    """The configured URL, or the embedded default: ``voxgate.db`` in the data directory.
+
+    Plain ``postgresql://`` and ``sqlite://`` URLs get their async drivers (asyncpg, aiosqlite)."""
+    if url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{data_dir / 'voxgate.db'}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {url!r} ({exc})") from None
+    drivers = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+    if parsed.drivername in drivers:
+        parsed = parsed.set(drivername=drivers[parsed.drivername])
+    elif parsed.drivername not in drivers.values():
+        raise ConfigError(
+            f"unsupported database {parsed.drivername!r}: use postgresql://... or sqlite:///..."
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer. NORMAL: a commit survives a crash of the process
+    # (kill -9); only a power cut may lose the last commits.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Database:
+    """One engine per process; every store module works through :attr:`sessions`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        options: dict[str, Any] = {}
+        if not self.is_sqlite:
+            options = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+        self.engine: AsyncEngine = create_async_engine(url, **options)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for logs and errors."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- migrations -------------------------------------------------------------------------
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Migrate up to ``revision``; at it already, nothing happens."""
+        await self._migrate(lambda config: command.upgrade(config, revision))
+
+    async def downgrade(self, revision: str) -> None:
+        await self._migrate(lambda config: command.downgrade(config, revision))
+
+    async def revision(self) -> str | None:
+        """The schema's revision now (None: an empty database)."""
+
+        def current(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(current)
+
+    @staticmethod
+    def head_revision() -> str | None:
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+    async def _migrate(self, run: Any) -> None:
+        def migrate(connection: Connection) -> None:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            run(config)
+
+        async with self.engine.begin() as connection:
+            await connection.run_sync(migrate)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+async def open_database(url: str, *, migrate: bool = True, timeout_s: float = 10.0) -> Database:
+    """Connect (and migrate to the newest schema); a clear error when the database is not there."""
+    database = Database(url)
+    try:
+        async with asyncio.timeout(timeout_s):
+            if migrate:
+                await database.upgrade()
+            elif await database.revision() != Database.head_revision():
+                raise ConfigError(
+                    f"the database at {database.display_url} is not at the newest schema: "
+                    "run `voxgate db upgrade`"
+                )
+    except ConfigError:
+        await database.close()
+        raise
+    except Exception as exc:  # whatever the driver raises: unreachable, refused, bad password
+        await database.close()
+        raise ConfigError(f"cannot open the database at {database.display_url}: {exc}") from exc
+    return database

@@ -1,0 +1,163 @@
+"""Usage and cost, summed per user per day (UTC), and latency per stage over time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from voxgate.core.errors import NotFoundError
+from voxgate.store.database import Database
+from voxgate.store.records import UsageSummary
+from voxgate.store.schema import DeviceRow, ErrorRow, MessageRow, UsageRow, UserRow
+
+NO_USER = "(no user)"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEntry:
+    """An error a session reported to its device."""
+
+    id: int
+    device: str | None
+    conversation_id: str | None
+    code: str
+    message: str
+    created_at: float
+
+
+def day_of(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+
+
+class Reports:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def usage(
+        self, *, user: str | None = None, since: float | None = None
+    ) -> list[UsageSummary]:
+        """Per user and day: turns, audio minutes, tokens, characters, compute time and cost.
+        Audio minutes count both ways: speech transcribed and speech synthesised."""
+        query = (
+            select(UsageRow, UserRow.name)
+            .outerjoin(UserRow, UsageRow.user_id == UserRow.id)
+            .order_by(UsageRow.created_at)
+        )
+        if since is not None:
+            query = query.where(UsageRow.created_at >= since)
+        async with self._db.sessions() as session:
+            if user is not None:
+                user_id = await session.scalar(select(UserRow.id).where(UserRow.name == user))
+                if user_id is None:
+                    raise NotFoundError(f"no user named {user!r}")
+                query = query.where(UsageRow.user_id == user_id)
+            rows = (await session.execute(query)).all()
+        sums: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        turns: dict[tuple[str, str], set[tuple[str | None, float]]] = defaultdict(set)
+        for row, user_name in rows:
+            key = (day_of(row.created_at), user_name or NO_USER)
+            total = sums[key]
+            total["audio_s"] += row.audio_s
+            total["tokens_in"] += row.tokens_in
+            total["tokens_out"] += row.tokens_out
+            total["characters"] += row.characters
+            total["compute_s"] += row.compute_s
+            total["cost_usd"] += row.cost_usd
+            # The usage rows of one turn share its conversation and time.
+            turns[key].add((row.conversation_id, row.created_at))
+        return [
+            UsageSummary(
+                day=day,
+                user=name,
+                turns=len(turns[(day, name)]),
+                audio_minutes=round(total["audio_s"] / 60, 3),
+                tokens_in=int(total["tokens_in"]),
+                tokens_out=int(total["tokens_out"]),
+                characters=int(total["characters"]),
+                compute_s=round(total["compute_s"], 3),
+                cost_usd=round(total["cost_usd"], 6),
+            )
+            for (day, name), total in sorted(sums.items())
+        ]
+
+    async def latency(self, *, since: float | None = None) -> list[dict[str, object]]:
+        """Per day: p50 and p95 of each stage of the turns' timings (milliseconds)."""
+        query = select(MessageRow.created_at, MessageRow.timings).where(
+            MessageRow.role == "assistant", MessageRow.timings.is_not(None)
+        )
+        if since is not None:
+            query = query.where(MessageRow.created_at >= since)
+        async with self._db.sessions() as session:
+            rows = (await session.execute(query.order_by(MessageRow.created_at))).all()
+        by_day: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for created_at, timings in rows:
+            for stage, value in (timings or {}).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    by_day[day_of(created_at)][stage].append(float(value))
+        return [
+            {
+                "day": day,
+                "turns": max(len(values) for values in stages.values()),
+                "stages": {
+                    stage: {"p50": _percentile(values, 50), "p95": _percentile(values, 95)}
+                    for stage, values in sorted(stages.items())
+                },
+            }
+            for day, stages in sorted(by_day.items())
+        ]
+
+    async def device_turns(self) -> dict[str, int]:
+        """Turns per device name, all time."""
+        async with self._db.sessions() as session:
+            rows = await session.execute(
+                select(DeviceRow.name, func.count(func.distinct(UsageRow.created_at)))
+                .join(UsageRow, UsageRow.device_id == DeviceRow.id)
+                .group_by(DeviceRow.name)
+            )
+            return {name: count for name, count in rows}
+
+    async def errors(self, limit: int = 100) -> list[ErrorEntry]:
+        """The last ``limit`` errors sessions reported, newest first."""
+        async with self._db.sessions() as session:
+            rows = await session.execute(
+                select(ErrorRow, DeviceRow.name)
+                .outerjoin(DeviceRow, ErrorRow.device_id == DeviceRow.id)
+                .order_by(ErrorRow.created_at.desc(), ErrorRow.id.desc())
+                .limit(limit)
+            )
+            return [
+                ErrorEntry(
+                    id=row.id,
+                    device=device,
+                    conversation_id=row.conversation_id,
+                    code=row.code,
+                    message=row.message,
+                    created_at=row.created_at,
+                )
+                for row, device in rows
+            ]
+
+
+def usage_total(rows: Sequence[UsageSummary]) -> UsageSummary:
+    """The sum of ``rows`` (``day`` and ``user`` say "total" and "all")."""
+    return UsageSummary(
+        day="total",
+        user="all",
+        turns=sum(row.turns for row in rows),
+        audio_minutes=round(sum(row.audio_minutes for row in rows), 3),
+        tokens_in=sum(row.tokens_in for row in rows),
+        tokens_out=sum(row.tokens_out for row in rows),
+        characters=sum(row.characters for row in rows),
+        compute_s=round(sum(row.compute_s for row in rows), 3),
+        cost_usd=round(sum(row.cost_usd for row in rows), 6),
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return round(ordered[index], 1)

@@ -1,0 +1,319 @@
+"""The write queue: sessions hand over what happened and go on; one task writes it.
+
+A turn is queued the moment it completes and written at once (with whatever else is waiting, in
+one transaction). Submitting never blocks and never touches the database, so the audio path does
+not wait for it. While the database is unreachable, records wait in the queue (bounded) and the
+batch is retried with backoff; :attr:`TurnWriter.healthy` turns False so ``/healthz`` can say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voxgate.core.usage import EngineUsage
+from voxgate.store.database import Database
+from voxgate.store.schema import ConversationRow, ErrorRow, MessageRow, UsageRow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationOpened:
+    conversation_id: str
+    device_id: int
+    user_id: int | None
+    character_id: int | None
+    resumed: bool
+    """True: it exists already, and is reopened."""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationClosed:
+    conversation_id: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    conversation_id: str
+    device_id: int
+    user_id: int | None
+    turn_id: int
+    user_text: str | None
+    """None for a turn the assistant began (the greeting)."""
+    reply_text: str
+    """The reply as generated."""
+    heard_text: str | None
+    """What the user heard, when they interrupted it."""
+    interrupted: bool
+    timings: dict[str, Any]
+    usage: tuple[EngineUsage, ...]
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class HeardUpdate:
+    """A reply already written was cut short while still playing: keep what was heard."""
+
+    conversation_id: str
+    turn_id: int
+    heard_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    device_id: int | None
+    conversation_id: str | None
+    code: str
+    message: str
+    at: float = field(default_factory=time.time)
+
+
+Record = ConversationOpened | ConversationClosed | TurnRecord | HeardUpdate | ErrorRecord
+
+
+class TurnWriter:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_queued: int = 100_000,
+        max_batch: int = 500,
+        retry_backoff_s: tuple[float, float] = (0.2, 5.0),
+    ) -> None:
+        self._db = database
+        self._queue: deque[Record] = deque()
+        self._max_queued = max_queued
+        self._max_batch = max_batch
+        self._backoff = retry_backoff_s
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = True
+        self.last_error: str | None = None
+        self.written = 0
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="voxgate-writer")
+
+    def submit(self, record: Record) -> None:
+        """Queue ``record``; returns at once. Full (the database has been away a long time):
+        the record is dropped and counted, so memory stays bounded."""
+        if len(self._queue) >= self._max_queued:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.error("write queue full: %d records dropped so far", self.dropped)
+            return
+        self._queue.append(record)
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False if ``timeout_s`` passed first
+        (or the writer is not running)."""
+        if self._task is None:
+            return self._idle.is_set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (for up to ``timeout_s``), then stop."""
+        if not await self.flush(timeout_s):
+            logger.error("shutting down with %d records not written", self.pending)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._queue[i] for i in range(min(self._max_batch, len(self._queue)))]
+            try:
+                await self._write_batch(batch)
+            except Exception as exc:
+                if not (_refused(exc) and await self._write_singly(batch)):
+                    if not _refused(exc):
+                        self._unhealthy(exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._backoff[1])
+                continue
+            for _ in batch:
+                self._queue.popleft()
+            self._wrote(len(batch))
+            delay = self._backoff[0]
+
+    async def _write_singly(self, batch: Sequence[Record]) -> bool:
+        """The database refused the batch for its content: write its records one by one and
+        drop only those it refuses. False if the database went away meanwhile."""
+        for record in batch:
+            try:
+                await self._write_batch([record])
+            except Exception as exc:
+                if not _refused(exc):
+                    self._unhealthy(exc)
+                    return False
+                logger.error("dropping a record the database refuses (%r): %s", record, exc)
+                self.dropped += 1
+            else:
+                self._wrote(1)
+            self._queue.popleft()
+        return True
+
+    def _wrote(self, count: int) -> None:
+        self.written += count
+        if not self.healthy:
+            logger.info("the database is back; %d records waiting", len(self._queue))
+        self.healthy, self.last_error = True, None
+
+    def _unhealthy(self, exc: BaseException) -> None:
+        if self.healthy:
+            logger.error("cannot write to the database (%s); will retry, sessions go on", exc)
+        self.healthy = False
+        self.last_error = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+    async def _write_batch(self, batch: Sequence[Record]) -> None:
+        async with self._db.sessions.begin() as session:
+            await _write(session, batch)
+
+
+def _refused(exc: BaseException) -> bool:
+    """The database (or our own code) refuses these records: retrying will not help. Anything
+    else (connection refused, timeouts, a server restarting) is worth retrying."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    return not isinstance(exc, DBAPIError | OSError | TimeoutError)
+
+
+async def _write(session: AsyncSession, batch: Sequence[Record]) -> None:
+    opened: list[dict[str, Any]] = []
+    reopened: list[str] = []
+    messages: list[dict[str, Any]] = []
+    usage: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for record in batch:
+        match record:
+            case ConversationOpened(resumed=False):
+                opened.append(
+                    {
+                        "id": record.conversation_id,
+                        "device_id": record.device_id,
+                        "user_id": record.user_id,
+                        "character_id": record.character_id,
+                        "started_at": record.at,
+                    }
+                )
+            case ConversationOpened(resumed=True):
+                reopened.append(record.conversation_id)
+            case TurnRecord():
+                messages.extend(_messages(record))
+                usage.extend(
+                    {
+                        **asdict(engine),
+                        "conversation_id": record.conversation_id,
+                        "device_id": record.device_id,
+                        "user_id": record.user_id,
+                        "created_at": record.at,
+                    }
+                    for engine in record.usage
+                )
+            case ErrorRecord():
+                errors.append(
+                    {
+                        "device_id": record.device_id,
+                        "conversation_id": record.conversation_id,
+                        "code": record.code,
+                        "message": record.message[:2000],
+                        "created_at": record.at,
+                    }
+                )
+    if opened:
+        await session.execute(insert(ConversationRow), opened)
+    if reopened:
+        await session.execute(
+            update(ConversationRow).where(ConversationRow.id.in_(reopened)).values(ended_at=None)
+        )
+    for rows, table in ((messages, MessageRow), (usage, UsageRow), (errors, ErrorRow)):
+        if rows:
+            await session.execute(insert(table), rows)
+    # Updates last: they may refer to rows inserted above.
+    for record in batch:
+        match record:
+            case HeardUpdate():
+                await session.execute(
+                    update(MessageRow)
+                    .where(
+                        MessageRow.conversation_id == record.conversation_id,
+                        MessageRow.turn_id == record.turn_id,
+                        MessageRow.role == "assistant",
+                    )
+                    .values(heard_text=record.heard_text, interrupted=True)
+                )
+            case ConversationClosed():
+                await session.execute(
+                    update(ConversationRow)
+                    .where(ConversationRow.id == record.conversation_id)
+                    .values(ended_at=record.at)
+                )
+
+
+def _messages(turn: TurnRecord) -> list[dict[str, Any]]:
+    stt_audio = sum(u.audio_s for u in turn.usage if u.capability == "stt")
+    tts_audio = sum(u.audio_s for u in turn.usage if u.capability == "tts")
+    rows = []
+    if turn.user_text is not None:
+        rows.append(
+            {
+                "conversation_id": turn.conversation_id,
+                "turn_id": turn.turn_id,
+                "role": "user",
+                "text": turn.user_text,
+                "heard_text": None,
+                "interrupted": False,
+                "audio_s": stt_audio or None,
+                "timings": None,
+                "created_at": turn.at,
+            }
+        )
+    rows.append(
+        {
+            "conversation_id": turn.conversation_id,
+            "turn_id": turn.turn_id,
+            "role": "assistant",
+            "text": turn.reply_text,
+            "heard_text": turn.heard_text,
+            "interrupted": turn.interrupted,
+            "audio_s": tts_audio or None,
+            "timings": turn.timings,
+            # After the user's message, so ordering by time keeps a turn's two in order.
+            "created_at": turn.at + 1e-6,
+        }
+    )
+    return rows
