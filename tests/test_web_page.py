@@ -202,6 +202,36 @@ async def test_a_typed_turn_over_a_reply_interrupts_it_and_its_queued_audio_stop
 
 
 @bounded(60)
+async def test_the_character_picker_lists_the_stored_characters_and_the_choice_is_used(
+    tmp_path: Path,
+) -> None:
+    fakes = Fakes(llm=FakeLLM(["Once upon a time."]))
+    engines = fakes.engines()
+    async with server(tmp_path, engines) as address, browser_page(None) as (page, errors):
+        async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+            refused = await client.get("/api/characters")
+            wrong = await client.get("/api/characters", headers={"Authorization": "Bearer x"})
+        await start_talking(page, address)
+        await expect(page.locator("#character-picker")).to_be_visible()
+        offered = await page.locator("#character option").evaluate_all(
+            "options => options.map(option => option.value)"
+        )
+        await page.select_option("#character", "storyteller")
+        await expect(page.locator("#character-description")).to_contain_text("stories")
+        await expect(page.locator("#status")).to_have_attribute("data-state", "listening")
+        await page.fill("#text", "Tell me a story")
+        await page.press("#text", "Enter")
+        turn = page.locator("#turns .turn").last
+        await expect(turn.locator(".reply .text")).to_have_text("Once upon a time.")
+    engines.close()
+    assert errors.messages == []
+    assert refused.status_code == 401 and wrong.status_code == 401
+    assert {"assistant", "toy", "storyteller"} <= set(offered)
+    system = fakes.llm.calls[-1][0]
+    assert system.role == "system" and "storyteller" in system.content
+
+
+@bounded(60)
 async def test_a_denied_microphone_is_explained_and_typing_still_works(tmp_path: Path) -> None:
     fakes = Fakes(llm=FakeLLM(["Hello there."]))
     engines = fakes.engines()

@@ -1,4 +1,5 @@
-"""HTTP routes of the web page: ``/`` (the page) and ``/static/...`` (its modules and styles).
+"""HTTP routes of the web page: ``/`` (the page), ``/static/...`` (its modules and styles) and
+``/api/characters`` (the characters a device or the page may pick).
 
 Plain HTTP routes: Starlette matches them on ``http`` scopes only, so the ElatoAI transport's
 WebSocket route on ``/`` keeps working next to the page.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -41,10 +42,33 @@ async def page(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers=_HEADERS)
 
 
+async def characters(request: Request) -> Response:
+    """The stored characters, for any device token or the admin token (the picker)."""
+    ctx = request.app.state.ctx
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    device = await ctx.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    if device is None:
+        return JSONResponse(
+            {"error": {"code": "unauthorized", "message": "a device or admin token is required"}},
+            status_code=401,
+        )
+    listed = await ctx.store.characters.all()
+    return JSONResponse(
+        {
+            "characters": [
+                {"id": c.slug, "name": c.name, "description": c.description} for c in listed
+            ],
+            "default": device.settings.character,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
     """``/`` and ``/static``. ``settings`` is taken for symmetry with the transports' routes; the
     page needs none: it derives every URL from its own location."""
     return [
         Route("/", page, methods=["GET", "HEAD"]),
+        Route("/api/characters", characters),
         Mount("/static", app=_StaticFiles(directory=STATIC_DIR), name="static"),
     ]
