@@ -285,6 +285,29 @@ class PostgresServer:
             self._kill_leftover(data_dir)
         shutil.rmtree(root, ignore_errors=True)
 
+    def pause(self) -> None:
+        """Stop the server but keep its data and port, as a database restart would."""
+        assert self.root is not None, "server not started"
+        self._run(
+            "server stop (pg_ctl -m fast stop)",
+            "pg_ctl",
+            *("-D", str(self.data_dir), "-m", "fast", "-w", "-t", "10", "stop"),
+            timeout=20,
+        )
+        self._running = False
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
+        assert self.root is not None, "server not started"
+        self._run(
+            "server start (pg_ctl -w start)",
+            "pg_ctl",
+            *("-D", str(self.data_dir), "-l", str(self.log_file)),
+            *("-w", "-t", str(START_TIMEOUT_S), "start"),
+            timeout=START_TIMEOUT_S + 10,
+        )
+        self._running = True
+
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would (the directory stays until ``stop()``)."""
         assert self.root is not None, "server not started"

@@ -221,6 +221,9 @@ class DatabaseSettings(BaseModel):
     """Bring the schema up to date at start (off: ``voxgate db upgrade`` does it, and the server
     refuses an old schema)."""
     connect_timeout_s: float = Field(10.0, gt=0)
+    durable_wait_s: float = Field(1.0, ge=0)
+    """``turn.done`` (and its equivalents) wait this long at most for the turn to be written;
+    the reply's audio never waits."""
     write_queue_size: int = Field(100_000, ge=100)
     """Records held while the database is away; beyond that they are dropped (and counted)."""
 

@@ -115,6 +115,11 @@ class TurnSession:
         while (event := await self._queue.get()) is not None:
             yield event
 
+    @property
+    def undelivered(self) -> int:
+        """Events emitted that the reader has not taken yet."""
+        return self._queue.qsize()
+
     async def next_event(self, timeout_s: float | None = None) -> Event | None:
         """The next event, or None when the session closed (TimeoutError after ``timeout_s``)."""
         async with asyncio.timeout(timeout_s):

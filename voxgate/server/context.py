@@ -166,6 +166,16 @@ class ServerContext:
         self._devices_of[session] = device.id
         return session
 
+    async def turn_written(self, session: TurnSession, turn_id: int) -> None:
+        """Until the turn is in the database, so that a device told a turn is done can rely on
+        it (a crash right after loses nothing it saw finish). Bounded: with the database away,
+        the turn waits in the queue and the device is told anyway."""
+        recorder = self._recorders.get(session)
+        if recorder is not None:
+            await self.store.writer.wait_written(
+                recorder.ticket(turn_id), self.settings.database.durable_wait_s
+            )
+
     async def close_session(self, session: TurnSession) -> None:
         self.sessions.discard(session)
         self._devices_of.pop(session, None)
@@ -175,12 +185,16 @@ class ServerContext:
             recorder.close()
 
     async def drain(self, grace_s: float) -> None:
-        """Shutdown: refuse new sessions, give replies in flight ``grace_s`` to finish."""
+        """Shutdown: refuse new sessions, give replies in flight ``grace_s`` to finish, be
+        written and reach their devices."""
         self.shutting_down.set()
-        waits = [session.wait_idle() for session in list(self.sessions)]
-        if waits:
-            try:
-                async with asyncio.timeout(grace_s):
-                    await asyncio.gather(*waits)
-            except TimeoutError:
-                pass
+        try:
+            async with asyncio.timeout(grace_s):
+                await asyncio.gather(*(session.wait_idle() for session in list(self.sessions)))
+                await self.store.writer.flush()
+                # The transports' pumps still hold the last events (turn done, paced audio).
+                while any(session.undelivered for session in self.sessions):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)  # the last one read is on its way out
+        except TimeoutError:
+            pass

@@ -54,7 +54,7 @@ class ConversationRecorder:
         self._writer = writer
         self._device_id = device_id
         self._user_id = user_id
-        self._written: set[int] = set()
+        self._tickets: dict[int, int] = {}  # turn id → write-queue ticket
         writer.submit(
             ConversationOpened(conversation_id, device_id, user_id, character_id, resumed=resumed)
         )
@@ -62,8 +62,7 @@ class ConversationRecorder:
     def __call__(self, event: Event) -> None:
         match event:
             case TurnDone():
-                self._written.add(event.turn_id)
-                self._writer.submit(
+                self._tickets[event.turn_id] = self._writer.submit(
                     TurnRecord(
                         conversation_id=self.conversation_id,
                         device_id=self._device_id,
@@ -79,13 +78,17 @@ class ConversationRecorder:
                         usage=event.usage,
                     )
                 )
-            case Interrupted(turn_id, heard_text) if turn_id in self._written:
+            case Interrupted(turn_id, heard_text) if turn_id in self._tickets:
                 # Cut short while still playing, after the turn was written.
                 self._writer.submit(HeardUpdate(self.conversation_id, turn_id, heard_text))
             case ErrorEvent():
                 self._writer.submit(
                     ErrorRecord(self._device_id, self.conversation_id, event.code, event.message)
                 )
+
+    def ticket(self, turn_id: int) -> int:
+        """The write-queue ticket of a finished turn (0: nothing to wait for)."""
+        return self._tickets.get(turn_id, 0)
 
     def close(self) -> None:
         self._writer.submit(ConversationClosed(self.conversation_id))

@@ -70,6 +70,7 @@ async def pump_events(
             pacer.reset()
         elif isinstance(event, TurnDone):
             ctx.metrics.observe_turn(protocol, event)
+            await ctx.turn_written(session, event.turn_id)
         elif isinstance(event, ErrorEvent):
             ctx.metrics.observe_error(protocol, event)
         for out in encoder.encode(event):

@@ -105,6 +105,11 @@ class TurnWriter:
         self.last_error: str | None = None
         self.written = 0
         self.dropped = 0
+        # Records are numbered as submitted and leave the queue in that order: "record n is
+        # written" is "more than n have left".
+        self._submitted = 0
+        self._done = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     @property
     def pending(self) -> int:
@@ -114,17 +119,50 @@ class TurnWriter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="voxgate-writer")
 
-    def submit(self, record: Record) -> None:
-        """Queue ``record``; returns at once. Full (the database has been away a long time):
-        the record is dropped and counted, so memory stays bounded."""
+    def submit(self, record: Record) -> int:
+        """Queue ``record``; returns at once, with a ticket for :meth:`wait_written`. Full (the
+        database has been away a long time): the record is dropped and counted, so memory stays
+        bounded."""
         if len(self._queue) >= self._max_queued:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error("write queue full: %d records dropped so far", self.dropped)
-            return
+            return 0
         self._queue.append(record)
+        self._submitted += 1
         self._idle.clear()
         self._wake.set()
+        return self._submitted
+
+    async def wait_written(self, ticket: int, timeout_s: float) -> bool:
+        """Until the record of ``ticket`` is written (or refused); False after ``timeout_s``."""
+        if ticket <= self._done:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, future))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await future
+        except TimeoutError:
+            return False
+        finally:
+            if not future.done():
+                future.cancel()
+                self._waiters.remove((ticket, future))
+        return True
+
+    def _left_queue(self, count: int) -> None:
+        for _ in range(count):
+            self._queue.popleft()
+        self._done += count
+        waiting = []
+        for ticket, future in self._waiters:
+            if ticket <= self._done:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((ticket, future))
+        self._waiters = waiting
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until everything queued so far is written; False if ``timeout_s`` passed first
@@ -165,8 +203,7 @@ class TurnWriter:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._backoff[1])
                 continue
-            for _ in batch:
-                self._queue.popleft()
+            self._left_queue(len(batch))
             self._wrote(len(batch))
             delay = self._backoff[0]
 
@@ -184,7 +221,7 @@ class TurnWriter:
                 self.dropped += 1
             else:
                 self._wrote(1)
-            self._queue.popleft()
+            self._left_queue(1)
         return True
 
     def _wrote(self, count: int) -> None:
