@@ -6,42 +6,23 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from voxgate.client import client_command
+from voxgate.commands import add_store_commands
+from voxgate.commands.common import ConfigOption, console, err_console, fail, settings_from
 from voxgate.core.audio import read_wav, write_wav
-from voxgate.core.config import Settings, load_settings
 from voxgate.core.errors import VoxgateError
 from voxgate.core.events import TurnTimings
 from voxgate.models import ModelStore
 from voxgate.pipeline import TurnSession, load_engines
 from voxgate.pipeline.drive import spoken_turn
 from voxgate.pipeline.engines import warm_up
-from voxgate.store.devices import DeviceStore
 
 app = typer.Typer(help="voxgate: a self-hosted voice-AI gateway.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (or $VOXGATE_CONFIG).")
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except VoxgateError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -56,13 +37,13 @@ def talk(
     config: ConfigOption = None,
 ) -> None:
     """One spoken turn, locally: transcript, reply and where the time went."""
-    settings = _settings(config)
+    settings = settings_from(config)
     try:
         samples, rate = read_wav(question)
         started = time.perf_counter()
         engines = load_engines(settings, ModelStore(settings.models_dir))
     except VoxgateError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     output_rate = engines.tts.sample_rate_hz
 
     async def run() -> None:
@@ -76,7 +57,7 @@ def talk(
         for error in result.errors:
             err_console.print(f"[yellow]{error.code}[/]: {error.message}")
         if not result.transcript:
-            _fail("no speech heard in the clip")
+            fail("no speech heard in the clip")
         console.print(f"[bold]you said:[/] {result.transcript}")
         console.print(f"[bold]reply:[/]    {result.reply_text}")
         if result.timings is not None:
@@ -111,7 +92,7 @@ def models(
     config: ConfigOption = None,
 ) -> None:
     """The embedded models: what they are, where, how big, prepared or not."""
-    settings = _settings(config)
+    settings = settings_from(config)
     store = ModelStore(settings.models_dir)
     try:
         if prepare:
@@ -121,7 +102,7 @@ def models(
                 if status.prepared:
                     store.verify(status.spec.name)
     except VoxgateError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     table = Table("name", "kind", "default", "size", "prepared", "licence", "path / problem")
     for status in store.statuses():
         spec = status.spec
@@ -155,7 +136,7 @@ def serve(
     overrides: dict[str, object] = {}
     if log_level:
         overrides["log_level"] = log_level.upper()
-    settings = _settings(config)
+    settings = settings_from(config)
     server = settings.server.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )
@@ -173,66 +154,7 @@ app.command("client", help="Talk to a voxgate server over the relay protocol, wi
     client_command
 )
 
-devices_app = typer.Typer(
-    help="Devices allowed to connect, and their tokens.", no_args_is_help=True
-)
-app.add_typer(devices_app, name="devices")
-
-
-def _device_store(config: Path | None) -> DeviceStore:
-    settings = _settings(config)
-    return DeviceStore(settings.data_dir / "voxgate.db")
-
-
-@devices_app.command("add")
-def devices_add(
-    name: Annotated[str, typer.Argument(help="A name for the device.")],
-    mac: Annotated[
-        str | None, typer.Option(help="Its MAC address (ElatoAI devices need it).")
-    ] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Register a device and print its token (shown only this once)."""
-    store = _device_store(config)
-    try:
-        device, token = store.add(name, mac)
-    except VoxgateError as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
-    console.print(f"device {device.name} (id {device.id}) added. Its token, shown only now:")
-    console.print(token, soft_wrap=True)
-
-
-@devices_app.command("list")
-def devices_list(config: ConfigOption = None) -> None:
-    """The registered devices."""
-    store = _device_store(config)
-    table = Table("id", "name", "MAC", "added", "status")
-    for device in store.list():
-        added = time.strftime("%Y-%m-%d %H:%M", time.localtime(device.created_at))
-        table.add_row(
-            str(device.id),
-            device.name,
-            device.mac or "",
-            added,
-            "active" if device.active else "[red]revoked[/]",
-        )
-    store.close()
-    console.print(table)
-
-
-@devices_app.command("revoke")
-def devices_revoke(
-    name: Annotated[str, typer.Argument(help="The device to revoke.")], config: ConfigOption = None
-) -> None:
-    """Revoke a device's token: it can no longer connect."""
-    store = _device_store(config)
-    revoked = store.revoke(name)
-    store.close()
-    if not revoked:
-        _fail(f"no active device named {name!r}")
-    console.print(f"device {name} revoked")
+add_store_commands(app)
 
 
 @app.command()

@@ -1,0 +1,93 @@
+"""``voxgate db``: the database schema's migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import SQLAlchemyError
+
+from voxgate.commands.common import ConfigOption, fail, run, say, settings_from
+from voxgate.store.database import Database, database_url
+
+T = TypeVar("T")
+
+db_app = typer.Typer(help="The database's schema: migrate it up or down.", no_args_is_help=True)
+
+
+def _on_database(config: Path | None, operation: Callable[[Database], Awaitable[T]]) -> T:
+    settings = settings_from(config)
+
+    async def opened() -> T:
+        database = Database(database_url(settings.database.url, settings.data_dir))
+        try:
+            async with asyncio.timeout(settings.database.connect_timeout_s):
+                return await operation(database)
+        except CommandError as exc:
+            fail(str(exc))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            fail(f"cannot use the database at {database.display_url}: {str(exc) or 'timed out'}")
+        finally:
+            await database.close()
+
+    return run(opened())
+
+
+def _shown(revision: str | None) -> str:
+    return revision or "none (empty database)"
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Migrate up to this revision.")] = "head",
+    config: ConfigOption = None,
+) -> None:
+    """Migrate the schema up (to the newest, by default); at it already, nothing changes."""
+
+    async def upgrade(database: Database) -> tuple[str | None, str | None]:
+        before = await database.revision()
+        await database.upgrade(revision)
+        return before, await database.revision()
+
+    before, after = _on_database(config, upgrade)
+    if before == after:
+        say(f"already at revision {_shown(after)}")
+    else:
+        say(f"migrated from {_shown(before)} to {_shown(after)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="A revision, or 'base' to drop every table.")],
+    config: ConfigOption = None,
+) -> None:
+    """Migrate the schema down to REVISION ('base': empty; what is in newer tables is lost)."""
+
+    async def downgrade(database: Database) -> tuple[str | None, str | None]:
+        before = await database.revision()
+        await database.downgrade(revision)
+        return before, await database.revision()
+
+    before, after = _on_database(config, downgrade)
+    say(f"migrated from {_shown(before)} down to {_shown(after)}")
+
+
+@db_app.command("current")
+def db_current(config: ConfigOption = None) -> None:
+    """The schema's revision now, and the newest this voxgate knows."""
+
+    async def current(database: Database) -> str | None:
+        return await database.revision()
+
+    now = _on_database(config, current)
+    head = Database.head_revision()
+    say(f"revision: {_shown(now)}")
+    say(f"head:     {head}")
+    if now == head:
+        say("[green]up to date[/]")
+    else:
+        say("[yellow]behind[/]: run `voxgate db upgrade`")
