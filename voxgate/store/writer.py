@@ -16,15 +16,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from voxgate.core.usage import EngineUsage
 from voxgate.store.database import Database
 from voxgate.store.schema import ConversationRow, ErrorRow, MessageRow, UsageRow
 
 logger = logging.getLogger(__name__)
+
+_CONVERSATIONS: Table = ConversationRow.__table__  # type: ignore[assignment]
+_MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
+_USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
+_ERRORS: Table = ErrorRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +242,10 @@ class TurnWriter:
         self.last_error = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
     async def _write_batch(self, batch: Sequence[Record]) -> None:
-        async with self._db.sessions.begin() as session:
-            await _write(session, batch)
+        # Core statements on a plain connection: the ORM's bulk machinery would cost the event
+        # loop (and so every session's audio) several times the CPU.
+        async with self._db.engine.begin() as connection:
+            await _write(connection, batch)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -249,7 +256,7 @@ def _refused(exc: BaseException) -> bool:
     return not isinstance(exc, DBAPIError | OSError | TimeoutError)
 
 
-async def _write(session: AsyncSession, batch: Sequence[Record]) -> None:
+async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
     opened: list[dict[str, Any]] = []
     reopened: list[str] = []
     messages: list[dict[str, Any]] = []
@@ -292,31 +299,31 @@ async def _write(session: AsyncSession, batch: Sequence[Record]) -> None:
                     }
                 )
     if opened:
-        await session.execute(insert(ConversationRow), opened)
+        await connection.execute(insert(_CONVERSATIONS), opened)
     if reopened:
-        await session.execute(
-            update(ConversationRow).where(ConversationRow.id.in_(reopened)).values(ended_at=None)
+        await connection.execute(
+            update(_CONVERSATIONS).where(_CONVERSATIONS.c.id.in_(reopened)).values(ended_at=None)
         )
-    for rows, table in ((messages, MessageRow), (usage, UsageRow), (errors, ErrorRow)):
+    for rows, table in ((messages, _MESSAGES), (usage, _USAGE), (errors, _ERRORS)):
         if rows:
-            await session.execute(insert(table), rows)
+            await connection.execute(insert(table), rows)
     # Updates last: they may refer to rows inserted above.
     for record in batch:
         match record:
             case HeardUpdate():
-                await session.execute(
-                    update(MessageRow)
+                await connection.execute(
+                    update(_MESSAGES)
                     .where(
-                        MessageRow.conversation_id == record.conversation_id,
-                        MessageRow.turn_id == record.turn_id,
-                        MessageRow.role == "assistant",
+                        _MESSAGES.c.conversation_id == record.conversation_id,
+                        _MESSAGES.c.turn_id == record.turn_id,
+                        _MESSAGES.c.role == "assistant",
                     )
                     .values(heard_text=record.heard_text, interrupted=True)
                 )
             case ConversationClosed():
-                await session.execute(
-                    update(ConversationRow)
-                    .where(ConversationRow.id == record.conversation_id)
+                await connection.execute(
+                    update(_CONVERSATIONS)
+                    .where(_CONVERSATIONS.c.id == record.conversation_id)
                     .values(ended_at=record.at)
                 )
 
