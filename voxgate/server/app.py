@@ -22,6 +22,7 @@ from voxgate.core.config import Settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
 from voxgate.pipeline.engines import warm_up
+from voxgate.server import admin_api
 from voxgate.server.context import ServerContext
 from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.transports import assistant_proxy, elato, relay
@@ -94,6 +95,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         *relay.routes(settings),
+        *admin_api.routes(),
         *assistant_proxy.routes(settings),
         *web.routes(settings),  # HTTP "/": the page; Elato's WebSocket "/" still matches
         *elato.routes(settings),  # last: it may own "/" for WebSockets
