@@ -294,7 +294,7 @@ async def spoken_turn_with(sections: dict[str, Any], output_rate_hz: int = 24_00
         return await asyncio.wait_for(spoken_turn(session, tone, 16_000, realtime=False), 15)
     finally:
         await session.close()
-        engines.close()
+        await engines.aclose()
 
 
 def utterance(seconds: float = 0.5) -> Float32Array:

@@ -33,7 +33,7 @@ async def test_the_stand_in_engines_answer_a_spoken_turn_without_any_model() -> 
     tone = (np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 300) * 8000).astype(np.int16)
     result = await asyncio.wait_for(spoken_turn(session, tone, 16_000, realtime=False), 10)
     await session.close()
-    engines.close()
+    await engines.aclose()
     assert result.transcript == "hello there"
     assert result.reply_text == "Hello to you too."
     assert len(result.pcm) == 16_000 * 4 * 200 // 1000
@@ -62,7 +62,7 @@ async def test_a_dead_cloud_llm_falls_back_to_the_next_engine_in_the_chain() -> 
     tone = (np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 300) * 8000).astype(np.int16)
     result = await asyncio.wait_for(spoken_turn(session, tone, 16_000, realtime=False), 10)
     await session.close()
-    engines.close()
+    await engines.aclose()
     assert result.reply_text == "Hello to you too."  # the stand-in LLM answered
     assert not result.errors
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +100,26 @@ class Engines:
 
     def close(self) -> None:
         self._vad_thread.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and close the cloud engines' HTTP clients too."""
+        self.close()
+        for engine in {
+            id(e): e for root in (self.stt, self.llm, self.tts) for e in _parts(root)
+        }.values():
+            closer = getattr(engine, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
+def _parts(engine: object) -> Iterator[object]:
+    """An engine and everything it wraps (limits, retries, metering, fallback chains)."""
+    yield engine
+    inner = getattr(engine, "inner", None)
+    if inner is not None:
+        yield from _parts(inner)
+    for member in getattr(engine, "engines", ()):
+        yield from _parts(member)
 
 
 def load_engines(settings: Settings, models: ModelResolver) -> Engines:

@@ -85,7 +85,7 @@ def create_app(
             for session in list(ctx.sessions):
                 await ctx.close_session(session)
             if owned:
-                loaded.close()
+                await loaded.aclose()
             if store is None:
                 await opened.close()  # writes what is still queued first
             else:
