@@ -1,0 +1,1 @@
+"""Benchmarks that ship with voxgate: ``voxgate bench providers`` compares engines."""
