@@ -6,43 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from voxgate.benchmarks import candidates as cands
 from voxgate.benchmarks.providers import PROMPTS, SENTENCES, Inputs, run_benchmark
 from voxgate.benchmarks.report import notes, rich_tables, write_report
-from voxgate.core.config import Settings, load_settings
+from voxgate.commands.common import ConfigOption, console, fail, say, settings_from
 from voxgate.core.errors import VoxgateError
 from voxgate.models import ModelStore
 from voxgate.speech_corpus import INSTALL_HINT, librivox_clips
 
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-# Own consoles and error exit rather than voxgate.commands.common's: this module is committed on
-# its own and must not depend on files still being written (same behaviour: see fail()).
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (or $VOXGATE_CONFIG).")
-]
-
-
-def fail(message: str) -> NoReturn:
-    """Print ``message`` as an error and exit with status 1 (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def settings_from(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except VoxgateError as exc:
-        fail(str(exc))
 
 
 @bench_app.callback()
@@ -125,7 +103,7 @@ def providers(
     for table in rich_tables(result):
         console.print(table)
     for line in notes(result):
-        console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        say(f"[yellow]note:[/] {escape(line)}")
     try:
         paths = write_report(result, output or default_output())
     except OSError as exc:
