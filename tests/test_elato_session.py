@@ -580,3 +580,20 @@ async def test_a_real_spoken_question_gets_a_spoken_answer(
     padded = np.concatenate([silence(500), audio, silence(500)])
     heard = await real_engines.stt.transcribe(int16_to_float(padded))
     assert word_error_rate(reply_text, heard) <= 0.35, (reply_text, heard)
+
+
+@bounded(30)
+async def test_the_devices_volume_pitch_and_character_come_from_its_settings(
+    tmp_path: Path,
+) -> None:
+    fakes = Fakes(llm=FakeLLM(["Once upon a time."]))
+    async with elato_server(tmp_path, fakes, greeting=None) as rig:
+        await rig.store.devices.configure("device-0", volume=35, pitch=1.2, character="toy")
+        token = await rig.token()
+        async with device_connect(rig.address, token) as ws:
+            device = Device(ws)
+            auth = await device.auth()
+            # The toy character's own first message is the greeting.
+            await device.until("RESPONSE.COMPLETE")
+    assert auth == {**AUTH, "volume_control": 35, "pitch_factor": 1.2}
+    assert " ".join(fakes.tts.sentences) == "Hi! I'm Pip. What shall we play today?"

@@ -5,8 +5,8 @@ waits for RESPONSE.COMPLETE before it listens, has no VAD and no barge-in. So ev
 with a greeting turn, the server's VAD ends the user's turn after
 ``server.elato_end_of_turn_silence_ms`` of silence, and barge-in is off.
 
-The ``auth`` message sends Elato's defaults (volume 70, pitch 1.0, no OTA, no reset); they become
-per-device settings with the persistence work.
+The ``auth`` message sends the device's volume and pitch (``voxgate devices set NAME --volume 60
+--pitch 1.1``), else Elato's defaults (volume 70, pitch 1.0); no OTA, no reset.
 
 permessage-deflate must be off on this route (the firmware does not speak it): the server runner
 starts uvicorn with ``ws_per_message_deflate=False``.
@@ -168,7 +168,7 @@ async def elato_socket(websocket: WebSocket) -> None:
     ctx.metrics.sessions_total.labels(PROTOCOL).inc()
     session = await _open_session(ctx, device)
     try:
-        code = await _converse(ctx, websocket, session)
+        code = await _converse(ctx, websocket, session, device)
     finally:
         await ctx.close_session(session)
         ctx.metrics.sessions.labels(PROTOCOL).dec()
@@ -199,7 +199,9 @@ class _SessionEnded(Exception):
     """SESSION.END went out: the device is going to sleep."""
 
 
-async def _converse(ctx: ServerContext, websocket: WebSocket, session: TurnSession) -> int | None:
+async def _converse(
+    ctx: ServerContext, websocket: WebSocket, session: TurnSession, device: Device
+) -> int | None:
     """Runs the session until either side ends it; the close code to send (None: gone)."""
     encoder = elato.ElatoEncoder()
     prebuffer_s = (ctx.settings.server.prebuffer_ms + elato.FRAME_MS) / 1000.0
@@ -216,7 +218,13 @@ async def _converse(ctx: ServerContext, websocket: WebSocket, session: TurnSessi
             raise _SessionEnded
 
     try:
-        await websocket.send_text(elato.auth_message())
+        settings = device.settings
+        await websocket.send_text(
+            elato.auth_message(
+                volume_control=elato.DEFAULT_VOLUME if settings.volume is None else settings.volume,
+                pitch_factor=1.0 if settings.pitch is None else settings.pitch,
+            )
+        )
     except _GONE:
         return None
     await session.greet()
