@@ -278,6 +278,10 @@ PRICE_IN, PRICE_OUT = 2.0, 8.0  # dollars per million tokens
 
 
 def _chat_route(request: Request, exchange: Exchange, server: StandIn) -> None:
+    if request.scenario == "dies" and request.seen > 1:  # answers the untimed call, then fails
+        exchange.reply(500, '{"error": {"message": "The server had an error"}}')
+        return
+
     def event(payload: dict[str, Any] | str) -> None:
         text = payload if isinstance(payload, str) else json.dumps(payload)
         exchange.chunk(f"data: {text}\n\n".encode())
@@ -327,6 +331,22 @@ async def test_a_priced_llm_costs_its_reported_tokens_stand_in(chat_server: Stan
     assert tts_engine.figures["cost_per_sentence_usd"] == pytest.approx(len("Hi there.") * 1e-3)
     (turn,) = turn_costs(result)
     assert turn["cost_usd"] == pytest.approx(per_reply + len("Paris it is.") * 1e-3)
+
+
+async def test_an_engine_whose_every_call_fails_is_reported_failed_stand_in(
+    chat_server: StandIn,
+) -> None:
+    dying = LLMSettings(provider="openai", base_url=chat_server.url("dies", "/v1"), model="x")
+    candidates = cands.Candidates([cands.STANDIN_STT], [dying, cands.STANDIN_LLM], [], None)
+    inputs = Inputs(CLIPS[:1], prompts=("One?", "Two?"))
+    result = await run_benchmark(candidates, inputs, {}, _NoModels())
+
+    failed, fine = result.engines[1:]
+    assert (failed.status, failed.errors, failed.samples) == ("failed", 2, [])
+    assert failed.reason is not None and "500" in failed.reason
+    assert all(value is None for value in failed.figures.values())
+    assert (fine.status, fine.errors, len(fine.samples)) == ("ok", 0, 2)
+    assert [e.name for e in result.of("llm")] == ["standin/fixed-reply"]
 
 
 # --- The real local engines ---------------------------------------------------------------------

@@ -3,7 +3,26 @@
 By default the candidates of a capability are its configured engine and its ``fallbacks``: a
 config that names alternatives for failover already names what is worth comparing. An engines
 file (``--engines FILE.toml``) lists them instead, one ``[[stt]]``, ``[[llm]]`` or ``[[tts]]``
-table per engine, each a full settings section validated like the config's.
+table per engine, each a full settings section validated like the config's::
+
+    [[stt]]
+    provider = "faster-whisper"
+    model = "whisper-base"
+
+    [[stt]]                       # an engine without its key is listed as skipped
+    provider = "openai"
+    base_url = "https://api.groq.com/openai/v1"
+    model = "whisper-large-v3-turbo"
+    api_key = "gsk_..."           # a key here: keep the file private
+
+    [[tts]]
+    provider = "piper"
+
+    [judge]                       # the STT that scores TTS intelligibility (this is the default)
+    provider = "faster-whisper"
+    model = "whisper-tiny-en"
+
+Prices come from the config's ``[prices."provider/model"]`` table, as for the turn engine.
 """
 
 from __future__ import annotations

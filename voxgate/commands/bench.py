@@ -40,8 +40,11 @@ def providers(
         typer.Option(
             "--engines",
             "-e",
-            help="TOML file of candidates: [[stt]], [[llm]], [[tts]] sections (and a [judge] "
-            "STT); default: each capability's configured engine and its fallbacks.",
+            # escape(): typer renders help as rich markup, where [stt] would be a style tag.
+            help=escape(
+                "TOML file of candidates: [[stt]], [[llm]], [[tts]] sections (and a [judge] "
+                "STT); default: each capability's configured engine and its fallbacks."
+            ),
         ),
     ] = None,
     standin: Annotated[
@@ -58,7 +61,10 @@ def providers(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Directory for results.json, providers.png and providers.html."
+            "--output",
+            "-o",
+            help="Directory for results.json, providers.png and providers.html "
+            "(default: bench/results/providers-DATE-TIME under the current directory).",
         ),
     ] = None,
     config: ConfigOption = None,
