@@ -374,3 +374,12 @@ def test_a_token_of_another_device_is_refused() -> None:
     with pytest.raises(ProtocolError, match="issued to 11:22:33:44:55:66") as caught:
         elato.verify_token(SECRET, token, mac=MAC)
     assert caught.value.code == ErrorCode.UNAUTHORIZED
+
+
+def test_the_assistant_ending_the_session_puts_the_device_to_sleep() -> None:
+    from voxgate.core.events import SessionEndRequested
+
+    encoder = ElatoEncoder()
+    (out,) = encoder.encode(SessionEndRequested(turn_id=2))
+    assert json.loads(out.data) == {"type": "server", "msg": "SESSION.END"}
+    assert encoder.ended and encoder.encode(SpeechStopped(at_ms=1.0)) == []

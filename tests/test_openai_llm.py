@@ -22,7 +22,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from voxgate.core.capabilities import ChatMessage
+from voxgate.core.capabilities import ChatMessage, ToolCall
 from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 from voxgate.core.usage import UsageMeter, metering
@@ -137,6 +137,15 @@ class _Handler(BaseHTTPRequestHandler):
             for _ in range(2000):
                 self._event(_chunk({"content": "la "}))
                 time.sleep(0.005)
+            self._end()
+            return
+        if scenario == "tool-call":  # OpenAI's streamed shape: name first, arguments after
+            self._event(_chunk({"content": "Goodbye!"}))
+            call = {"index": 0, "id": "call_1", "type": "function"}
+            self._event(_chunk({"tool_calls": [{**call, "function": {"name": "end_session"}}]}))
+            self._event(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
+            self._event(_chunk({}, finish="tool_calls"))
+            self._event("[DONE]")
             self._end()
             return
         if scenario == "stall":
@@ -258,6 +267,27 @@ async def test_request_shape_and_streamed_pieces_stand_in(
         "max_tokens": 42,
         "temperature": 0.25,
     }
+
+
+async def test_tools_are_offered_and_a_streamed_tool_call_comes_out_stand_in(
+    stand_in: _StandIn, make_llm: LLMFactory
+) -> None:
+    offered = make_llm(base_url=_url(stand_in, "tool-call"), tools=["end_session"])
+    stand_in.requests.clear()
+    pieces = [piece async for piece in offered.stream_reply(MESSAGES)]
+    (request,) = stand_in.requests
+    not_offered = make_llm(base_url=_url(stand_in, "tool-call"))
+    plain = [piece async for piece in not_offered.stream_reply(MESSAGES)]
+    assert pieces == ["Goodbye!", ToolCall("end_session")]
+    (tool,) = request["body"]["tools"]
+    assert tool["type"] == "function" and tool["function"]["name"] == "end_session"
+    assert tool["function"]["parameters"] == {"type": "object", "properties": {}}
+    assert plain == ["Goodbye!"]  # a tool that was not offered is never acted on
+
+
+def test_an_unknown_tool_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="unknown tools"):
+        LLMSettings(provider="openai", tools=["launch_rockets"])
 
 
 async def test_token_counts_from_the_usage_chunk_reach_the_meter_stand_in(

@@ -21,6 +21,7 @@ from tests.fakes import FakeLLM, Fakes, FakeTTS, bounded, concat, pcm_bytes, sil
 from tests.server_harness import open_store, running_server, server_settings
 from voxgate.client import converse, run_client
 from voxgate.core.audio import int16_to_float, read_wav, resample, write_wav
+from voxgate.core.capabilities import ToolCall
 from voxgate.core.config import Settings
 from voxgate.evaluation import normalize_words, word_error_rate
 from voxgate.pipeline import Engines
@@ -555,3 +556,25 @@ async def test_a_real_question_over_the_relay_is_answered_and_spoken(
     heard_back = await real_engines.stt.transcribe(audio)
     assert word_error_rate(result.reply_text, heard_back) <= 0.35, (result.reply_text, heard_back)
     assert result.timings["stt_ms"] and result.timings["tts_first_audio_ms"]
+
+
+@bounded(30)
+@pytest.mark.parametrize(
+    ("reply", "spoken"),
+    [(["Bye now.", ToolCall("end_session")], "Bye now."), ([ToolCall("end_session")], "Goodbye!")],
+)
+async def test_the_assistant_ends_the_session_when_its_llm_calls_end_session(
+    tmp_path: Path, reply: list[object], spoken: str
+) -> None:
+    fakes = Fakes(llm=FakeLLM(reply))
+    async with serve(tmp_path, fakes) as server, client(server.url, server.token) as c:
+        await c.start()
+        await c.send("text.input", {"text": "That's all, goodbye."})
+        seen = await c.until("session.end")
+        code = await c.close_code()
+    events = [message["event"] for message in seen]
+    done = seen[events.index("turn.done")]["payload"]
+    assert done["reply_text"] == spoken
+    assert events.index("turn.done") < events.index("session.end")
+    assert seen[-1]["payload"]["reason"] == "assistant"
+    assert code == 1000

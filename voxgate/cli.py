@@ -13,6 +13,7 @@ from rich.table import Table
 
 from voxgate.client import client_command
 from voxgate.commands import add_store_commands
+from voxgate.commands.bench import bench_app
 from voxgate.commands.common import ConfigOption, console, err_console, fail, settings_from
 from voxgate.core.audio import read_wav, write_wav
 from voxgate.core.errors import VoxgateError
@@ -155,6 +156,7 @@ app.command("client", help="Talk to a voxgate server over the relay protocol, wi
 )
 
 add_store_commands(app)
+app.add_typer(bench_app, name="bench")
 
 
 @app.command()

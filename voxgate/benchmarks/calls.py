@@ -101,6 +101,8 @@ async def reply(llm: LanguageModel, system_prompt: str, prompt: str) -> Sample:
     with metering(UsageMeter()) as meter:
         started = time.perf_counter()
         async for piece in llm.stream_reply(messages):
+            if not isinstance(piece, str):
+                continue  # a tool call: no text
             if first_s is None and piece:
                 first_s = time.perf_counter() - started
             pieces.append(piece)

@@ -19,6 +19,26 @@ Int16Array = npt.NDArray[np.int16]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The LLM asks voxgate to do something rather than (or besides) saying it."""
+
+    name: str
+    """One of :data:`TOOLS`."""
+
+
+TOOLS: dict[str, str] = {
+    "end_session": (
+        "End the conversation: call this when the user says goodbye or asks to stop talking. "
+        "Say a short goodbye as well."
+    ),
+}
+"""The tools voxgate offers an LLM that can call them (``llm.tools``), by name: what they do."""
+
+ReplyPiece = str | ToolCall
+"""What an LLM streams: text, and now and then a tool call."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Literal["system", "user", "assistant"]
     content: str
@@ -57,8 +77,9 @@ class SpeechToText(Protocol):
 
 
 class LanguageModel(Protocol):
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
-        """Reply text in pieces as it is generated. Closing the iterator stops generation."""
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+        """Reply text in pieces as it is generated, and any tool calls (only engines configured
+        with ``tools`` make them). Closing the iterator stops generation."""
         ...
 
 

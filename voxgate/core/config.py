@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from voxgate.core.capabilities import TOOLS
 from voxgate.core.errors import ConfigError
 
 
@@ -124,8 +125,19 @@ class LLMSettings(ResilienceSettings):
     threads: int = Field(2, ge=1)
     max_concurrent: int = Field(1, ge=1)
     timeout_s: float = Field(30.0, gt=0)
+    tools: list[str] = Field(default_factory=list)
+    """Tools offered to the LLM (``openai`` provider): ``end_session`` lets it end the
+    conversation when the user says goodbye."""
     fallbacks: list[LLMSettings] = Field(default_factory=list)
     """Engines tried in order when this one fails, e.g. a cloud LLM falling back to llamacpp."""
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, tools: list[str]) -> list[str]:
+        unknown = sorted(set(tools) - set(TOOLS))
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; voxgate offers {sorted(TOOLS)}")
+        return tools
 
 
 class TTSSettings(ResilienceSettings):
@@ -168,6 +180,8 @@ class TurnSettings(BaseModel):
     first_piece_max_words: int | None = Field(10, ge=3)
     """A first sentence longer than this goes to TTS in two parts (``None``: never cut)."""
     empty_reply_text: str = "Sorry, I don't have an answer to that."
+    goodbye_text: str = "Goodbye!"
+    """Said when the LLM ends the session without a word of its own."""
 
 
 class CharacterSettings(BaseModel):

@@ -120,6 +120,14 @@ class TurnDone:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionEndRequested:
+    """The assistant ended the conversation (its LLM called ``end_session``) after reply
+    ``turn_id``; transports close the session once that reply has been sent."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something went wrong; the session goes on."""
 
@@ -137,5 +145,6 @@ Event = (
     | ReplyAudio
     | Interrupted
     | TurnDone
+    | SessionEndRequested
     | ErrorEvent
 )

@@ -17,6 +17,7 @@ from voxgate.core.capabilities import (
     Int16Array,
     LanguageModel,
     ModelResolver,
+    ReplyPiece,
     SpeechToText,
     TextToSpeech,
     VADStream,
@@ -54,7 +55,7 @@ class LimitedLLM:
         self.inner = inner
         self._slots = asyncio.Semaphore(limit)
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         async with self._slots:
             pieces = self.inner.stream_reply(messages)
             try:

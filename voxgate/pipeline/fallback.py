@@ -18,6 +18,7 @@ from voxgate.core.capabilities import (
     Float32Array,
     Int16Array,
     LanguageModel,
+    ReplyPiece,
     SpeechToText,
     TextToSpeech,
 )
@@ -83,13 +84,13 @@ class FallbackLLM:
         _check_chain(engines)
         self.engines = list(engines)
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         return _fall_over([_bind_llm(engine, messages) for engine in self.engines])
 
 
 def _bind_llm(
     engine: LanguageModel, messages: Sequence[ChatMessage]
-) -> Callable[[], AsyncIterator[str]]:
+) -> Callable[[], AsyncIterator[ReplyPiece]]:
     return lambda: engine.stream_reply(messages)
 
 

@@ -15,6 +15,7 @@ from voxgate.core.capabilities import (
     Float32Array,
     Int16Array,
     LanguageModel,
+    ReplyPiece,
     SpeechToText,
     TextToSpeech,
 )
@@ -72,7 +73,7 @@ class MeteredLLM(_Metered):
         super().__init__(provider, model, price)
         self.inner = inner
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         meter = current_meter()
         if meter is not None:
             meter.reported_tokens = None
@@ -81,7 +82,8 @@ class MeteredLLM(_Metered):
         pieces = self.inner.stream_reply(messages)
         try:
             async for piece in pieces:
-                written.append(piece)
+                if isinstance(piece, str):
+                    written.append(piece)
                 yield piece
         finally:
             await close_stream(pieces)

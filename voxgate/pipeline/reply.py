@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxgate.core.audio import resample
-from voxgate.core.capabilities import ChatMessage, Float32Array
+from voxgate.core.capabilities import ChatMessage, Float32Array, ToolCall
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.events import (
@@ -25,6 +25,7 @@ from voxgate.core.events import (
     ReplyAudio,
     ReplyStarted,
     ReplyTextDelta,
+    SessionEndRequested,
     Transcript,
     TurnDone,
     TurnTimings,
@@ -79,6 +80,7 @@ class ReplyRun:
         if committed:
             self._committed.set()
         self._spoken: list[str] = []
+        self._end_session = False  # the LLM called end_session
         self._recorded = False
         self._done_sent = False
         self._stamps: dict[str, float] = {}
@@ -192,6 +194,8 @@ class ReplyRun:
         self._ctx.history.record(Exchange(self.user_text, reply_text))
         self._recorded = True
         self._send_done(reply_text, interrupted=False)
+        if self._end_session:
+            self._ctx.sink(SessionEndRequested(self.request.turn_id))
 
     async def _transcribe(self, audio: Float32Array) -> str | None:
         started = self._ctx.clock()
@@ -238,6 +242,9 @@ class ReplyRun:
         wrote_any = False
         try:
             async for delta in self._ctx.engines.llm.stream_reply(messages):
+                if isinstance(delta, ToolCall):
+                    self._end_session = self._end_session or delta.name == "end_session"
+                    continue
                 self._stamp("llm_first_token")
                 wrote_any = wrote_any or bool(delta.strip())
                 self._emit(ReplyTextDelta(self.request.turn_id, delta))
@@ -252,7 +259,9 @@ class ReplyRun:
         for sentence in splitter.flush():
             self._stamp("first_sentence")
             await sentences.put(sentence)
-        if not wrote_any:
+        if not wrote_any and self._end_session:
+            await sentences.put(self._ctx.turn.goodbye_text)
+        elif not wrote_any:
             self._emit(
                 ErrorEvent(ErrorCode.LLM_EMPTY, "the LLM returned no text", self.request.turn_id)
             )

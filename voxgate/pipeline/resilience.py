@@ -21,6 +21,7 @@ from voxgate.core.capabilities import (
     ChatMessage,
     Float32Array,
     Int16Array,
+    ReplyPiece,
     SpeechToText,
     TextToSpeech,
 )
@@ -311,8 +312,10 @@ class ResilientSTT(_Resilient):
 class ResilientLLM(_Resilient):
     code = ErrorCode.LLM_FAILED
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
-        stream: AsyncIterator[str] = self.guard.stream(lambda: self.inner.stream_reply(messages))
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+        stream: AsyncIterator[ReplyPiece] = self.guard.stream(
+            lambda: self.inner.stream_reply(messages)
+        )
         return stream
 
 

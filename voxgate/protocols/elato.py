@@ -29,6 +29,7 @@ from voxgate.core.events import (
     Interrupted,
     ReplyAudio,
     ReplyStarted,
+    SessionEndRequested,
     SpeechStopped,
     TurnDone,
 )
@@ -223,6 +224,9 @@ class ElatoEncoder:
                 return []
             case TurnDone():
                 return self._turn_done(event)
+            case SessionEndRequested():
+                self.ended = True  # the assistant said goodbye: the device may sleep
+                return [Outbound(SESSION_END)]
             case ErrorEvent() if self.reply_turn_id is None and self._waiting:
                 # A turn that ends without a reply (nothing heard, STT failed, rate limited):
                 # the device must not wait for one. Errors during a reply end with its TurnDone.

@@ -28,6 +28,7 @@ from voxgate.core.events import (
     ReplyAudio,
     ReplyStarted,
     ReplyTextDelta,
+    SessionEndRequested,
     SpeechStarted,
     SpeechStopped,
     Transcript,
@@ -430,6 +431,8 @@ class RelayEncoder:
                 return [_done(event)]
             case ErrorEvent(code, message, turn_id):
                 return [Outbound(error_message(code, message, turn_id=turn_id))]
+            case SessionEndRequested():
+                return [Outbound(session_end_message("assistant"))]
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
     @staticmethod

@@ -9,7 +9,7 @@ from typing import Any
 
 import xllamacpp
 
-from voxgate.core.capabilities import ChatMessage, ModelResolver
+from voxgate.core.capabilities import ChatMessage, ModelResolver, ReplyPiece
 from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import Emit, stream_from_thread
@@ -34,10 +34,10 @@ class LlamaCppLLM:
                 f"llama.cpp could not load {model_path}: {exc}", code=ErrorCode.LLM_FAILED
             ) from exc
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         return self._stream(messages)
 
-    async def _stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def _stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         request = {
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from voxgate.core.capabilities import ChatMessage
+from voxgate.core.capabilities import TOOLS, ChatMessage, ReplyPiece, ToolCall
 from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.http_api import HttpApi, describe
@@ -37,8 +37,10 @@ class OpenAICompatibleLLM:
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        body = {
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[ReplyPiece, None]:
+        body: dict[str, Any] = {
             "model": self._settings.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,
@@ -47,6 +49,8 @@ class OpenAICompatibleLLM:
             "max_tokens": self._settings.max_tokens,
             "temperature": self._settings.temperature,
         }
+        if self._settings.tools:
+            body["tools"] = [_tool(name) for name in self._settings.tools]
         try:
             # Closing this generator early (aclose, break, cancellation) exits the ``async with``,
             # which drops the half-read connection; servers take that as "stop generating".
@@ -77,17 +81,21 @@ class OpenAICompatibleLLM:
                 retryable=True,
             ) from exc
 
-    async def _pieces(self, response: httpx.Response) -> AsyncIterator[str]:
-        """The non-empty ``delta.content`` of each chunk, until ``data: [DONE]``."""
-        finished = False
+    async def _pieces(self, response: httpx.Response) -> AsyncIterator[ReplyPiece]:
+        """The non-empty ``delta.content`` of each chunk, until ``data: [DONE]``; then the tools
+        it called (a call's name comes in its first chunk, its arguments after)."""
+        finished = done = False
+        called: list[str] = []
         async for data in _sse_data(response):
             if data == "[DONE]":
-                return  # Do not wait for the server to close: a kept-alive stream may stay open.
-            content, finish = self._parse_chunk(data)
+                done = True
+                break  # Do not wait for the server to close: a kept-alive stream may stay open.
+            content, finish, tools = self._parse_chunk(data)
             finished = finished or finish
+            called += [name for name in tools if name not in called]
             if content:
                 yield content
-        if not finished:
+        if not (done or finished):
             # A close-delimited body that just stops looks like a normal end to HTTP; without a
             # finish_reason or [DONE] the reply is truncated.
             raise ProviderError(
@@ -95,9 +103,13 @@ class OpenAICompatibleLLM:
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             )
+        for name in called:
+            if name in self._settings.tools:  # never act on a tool that was not offered
+                yield ToolCall(name)
 
-    def _parse_chunk(self, data: str) -> tuple[str, bool]:
-        """``(delta content, whether a finish_reason was given)`` of one chunk."""
+    def _parse_chunk(self, data: str) -> tuple[str, bool, list[str]]:
+        """``(delta content, whether a finish_reason was given, names of tools it starts to
+        call)`` of one chunk."""
         try:
             chunk: Any = json.loads(data)
         except json.JSONDecodeError:
@@ -117,13 +129,21 @@ class OpenAICompatibleLLM:
         if not isinstance(choices, list):
             raise self._malformed(data)
         if not choices:  # e.g. the usage chunk at the end
-            return "", False
+            return "", False, []
         choice = choices[0]
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             raise self._malformed(data)
         content = delta.get("content")
-        return (content if isinstance(content, str) else ""), bool(choice.get("finish_reason"))
+        tools = [
+            call["function"]["name"]
+            for call in delta.get("tool_calls") or []
+            if isinstance(call, dict)
+            and isinstance(call.get("function"), dict)
+            and isinstance(call["function"].get("name"), str)
+        ]
+        finish = bool(choice.get("finish_reason"))
+        return (content if isinstance(content, str) else ""), finish, tools
 
     def _malformed(self, data: str) -> ProviderError:
         return ProviderError(
@@ -145,6 +165,17 @@ async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
             data_lines = []
     if data_lines:  # the last event lacked its blank line; be lenient
         yield "\n".join(data_lines)
+
+
+def _tool(name: str) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": TOOLS[name],
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
 
 
 def create(settings: LLMSettings, models: object) -> OpenAICompatibleLLM:

@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
-from voxgate.core.capabilities import ChatMessage, Float32Array, Int16Array, ModelResolver
+from voxgate.core.capabilities import (
+    ChatMessage,
+    Float32Array,
+    Int16Array,
+    ModelResolver,
+    ReplyPiece,
+)
 from voxgate.core.config import LLMSettings, STTSettings, TTSSettings, VADSettings
 
 _SPEECH_RMS = 0.02
@@ -44,10 +50,10 @@ class FixedSTT:
 
 
 class FixedLLM:
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         return self._stream()
 
-    async def _stream(self) -> AsyncIterator[str]:
+    async def _stream(self) -> AsyncIterator[ReplyPiece]:
         for piece in ("Hello", " to", " you", " too", "."):
             yield piece
 

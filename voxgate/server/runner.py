@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from voxgate.core.events import ErrorEvent, Event, ReplyStarted, TurnDone
+from voxgate.core.events import ErrorEvent, Event, ReplyStarted, SessionEndRequested, TurnDone
 from voxgate.pipeline import TurnSession
 from voxgate.server.context import ServerContext
 from voxgate.server.pacing import AudioPacer
@@ -35,6 +35,11 @@ Send = Callable[[str | bytes], Awaitable[None]]
 
 class SlowClientError(Exception):
     """The device stopped reading; it is disconnected rather than buffered for."""
+
+
+class SessionEnded(Exception):
+    """The assistant ended the session (its LLM called ``end_session``); the goodbye has been
+    sent, and the transport closes the connection normally."""
 
 
 async def feed_audio(
@@ -87,3 +92,5 @@ async def pump_events(
                 raise SlowClientError(f"the device read nothing for {timeout_s:.0f} s") from exc
             size = len(out.data) if isinstance(out.data, bytes) else len(out.data.encode())
             ctx.metrics.bytes_out.labels(protocol).inc(size)
+        if isinstance(event, SessionEndRequested):
+            raise SessionEnded

@@ -29,7 +29,13 @@ from voxgate.protocols.assistant_proxy import (
     parse_ws_message,
 )
 from voxgate.server.context import ServerContext
-from voxgate.server.runner import Outbound, SlowClientError, feed_audio, pump_events
+from voxgate.server.runner import (
+    Outbound,
+    SessionEnded,
+    SlowClientError,
+    feed_audio,
+    pump_events,
+)
 from voxgate.server.transports.assistant_proxy_http import app_context
 
 logger = logging.getLogger(__name__)
@@ -122,6 +128,8 @@ def _outcome(
         error = pump.exception()
         if isinstance(error, SlowClientError):
             return _Close(1008, str(error))
+        if isinstance(error, SessionEnded):
+            return _Close(1000, "goodbye")
         if error is None:  # the session was closed under us: the server is stopping
             return _Close(1001, "server shutting down")
         if not isinstance(error, _SEND_ERRORS):

@@ -30,7 +30,7 @@ from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, Store
 from voxgate.pipeline import TurnSession
 from voxgate.protocols import elato
 from voxgate.server.context import CharacterChoice, ServerContext
-from voxgate.server.runner import SlowClientError, feed_audio, pump_events
+from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
 from voxgate.store.devices import normalize_mac
 from voxgate.store.records import Device
 
@@ -258,7 +258,7 @@ def _outcome(task: asyncio.Task[Any]) -> int | None:
     exc = task.exception()
     if exc is None:  # the session was closed under the pump: the server is shutting down
         return _GOING_AWAY
-    if isinstance(exc, _SessionEnded):
+    if isinstance(exc, _SessionEnded | SessionEnded):
         return _NORMAL
     if isinstance(exc, SlowClientError):
         logger.info("ElatoAI device disconnected: %s", exc)

@@ -34,7 +34,7 @@ from voxgate.protocols.relay import (
     TurnDetection,
 )
 from voxgate.server.context import CharacterChoice, ServerContext
-from voxgate.server.runner import SlowClientError, feed_audio, pump_events
+from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
 from voxgate.store.records import Device
 
 PATH = "/v1/relay"
@@ -320,6 +320,9 @@ async def _run(
             continue
         if isinstance(error, _Refusal | WebSocketDisconnect | WebSocketDisconnected):
             raise error
+        if isinstance(error, SessionEnded):
+            await link.finish(codec.CLOSE_NORMAL)
+            return
         if isinstance(error, SlowClientError):
             logger.info("relay client too slow: %s", error)
             await link.finish(codec.CLOSE_TIMEOUT)
