@@ -34,7 +34,7 @@ from tests.fakes import Fakes, concat, pcm_bytes, silence
 from tests.server_harness import open_store, running_server, server_settings
 from voxgate.core.audio import read_wav
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import CharacterSettings, Price, TurnSettings
+from voxgate.core.config import CharacterSettings, Price, RealtimeSettings, TurnSettings
 from voxgate.core.errors import ErrorCode
 from voxgate.core.events import (
     ErrorEvent,
@@ -49,10 +49,8 @@ from voxgate.core.events import (
     TurnDone,
 )
 from voxgate.pipeline.history import Exchange
-from voxgate.pipeline.realtime_session import RealtimeSession
 from voxgate.providers import openai_realtime as wire
-from voxgate.providers.openai_realtime import RealtimeSettings
-from voxgate.server.context import CharacterChoice, ServerContext
+from voxgate.providers.openai_realtime_session import RealtimeSession
 
 API_KEY = "sk-test-realtime-5c1f9e27"
 RATE = 24_000
@@ -774,35 +772,15 @@ async def test_live_openai_realtime() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Through a device protocol: the relay transport with RealtimeSession swapped in for TurnSession
+# Through a device protocol: the relay transport, with ``realtime`` configured
 
 
 async def test_relay_device_through_realtime_stand_in(
-    stand_in: RealtimeStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stand_in: RealtimeStandIn, tmp_path: Path
 ) -> None:
-    base_url = stand_in.base_url("ok")
-
-    async def open_realtime(
-        ctx: ServerContext,
-        device: Any,
-        *,
-        output_rate_hz: int,
-        turn: TurnSettings | None = None,
-        character: CharacterChoice | None = None,
-    ) -> RealtimeSession:
-        """What ServerContext.open_session would do with ``realtime`` configured (a sketch)."""
-        chosen = character.settings if character is not None else ctx.settings.character
-        session = RealtimeSession(
-            settings(base_url),
-            turn or ctx.settings.turn,
-            chosen,
-            output_rate_hz=output_rate_hz,
-            prices=PRICES,
-        )
-        ctx.sessions.add(session)  # type: ignore[arg-type]
-        return session
-
-    monkeypatch.setattr(ServerContext, "open_session", open_realtime)
+    config = server_settings(tmp_path).model_copy(
+        update={"realtime": settings(stand_in.base_url("ok")), "prices": PRICES}
+    )
     engines = Fakes().engines()
     store = await open_store(tmp_path)
     _, token = await store.devices.add("kitchen")
@@ -810,7 +788,7 @@ async def test_relay_device_through_realtime_stand_in(
     audio = bytearray()
     try:
         async with (
-            running_server(server_settings(tmp_path), engines, store) as address,
+            running_server(config, engines, store) as address,
             connect(f"ws://{address}/v1/relay", proxy=None) as ws,
         ):
             start = {"token": token, "output": {"sample_rate_hz": 24_000}, "greeting": False}
@@ -823,6 +801,7 @@ async def test_relay_device_through_realtime_stand_in(
                         audio += frame
                     else:
                         messages.append(json.loads(frame))
+        history = await store.conversations.history("kitchen")
     finally:
         engines.close()
         await store.close()
@@ -834,6 +813,8 @@ async def test_relay_device_through_realtime_stand_in(
     assert done["usage"]["cost_usd"] > 0
     assert len(audio) == REPLY_MS * 24 * 2  # PCM16 at the 24 kHz the device asked for
     assert API_KEY not in json.dumps(messages)
+    # Kept like any turn: the transcripts of both sides, with the Realtime usage.
+    assert [(m.role, m.text) for m in history] == [("user", "Hi"), ("assistant", REPLY_TEXT)]
 
 
 # ---------------------------------------------------------------------------------------------

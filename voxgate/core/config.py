@@ -81,6 +81,13 @@ def default_prices() -> dict[str, Price]:
         "openai/gpt-4o-mini-tts": Price(per_audio_minute=0.015),
         "deepgram/nova-3": Price(per_audio_minute=0.0043),
         "deepgram/aura-2-thalia-en": Price(per_million_characters=30.0),
+        # Realtime bills text and audio tokens apart: two keys.
+        "openai-realtime/gpt-realtime": Price(
+            per_million_tokens_in=4.0, per_million_tokens_out=16.0
+        ),
+        "openai-realtime/gpt-realtime:audio": Price(
+            per_million_tokens_in=32.0, per_million_tokens_out=64.0
+        ),
     }
 
 
@@ -155,6 +162,36 @@ class TTSSettings(ResilienceSettings):
     timeout_s: float = Field(30.0, gt=0)
     fallbacks: list[TTSSettings] = Field(default_factory=list)
     """Engines tried in order when this one fails; their audio is resampled to this one's rate."""
+
+
+class RealtimeSettings(BaseModel):
+    """An OpenAI Realtime speech-to-speech engine, used instead of the VAD → STT → LLM → TTS
+    cascade. The character's system prompt is the session's instructions."""
+
+    provider: str = "openai-realtime"
+    """Names the engine in usage records and price keys (``"openai-realtime/gpt-realtime"``)."""
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    base_url: str = "wss://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+    """Opening the connection (TCP, TLS, WebSocket handshake), at most."""
+    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    """Transcribes what the user said (for the history and the device); None: no user text."""
+    transcript_wait_s: float = Field(3.0, ge=0)
+    """A reply's turn is reported once the user's transcript is in, waiting this long for it."""
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    prefix_padding_ms: int = Field(300, ge=0)
+    silence_duration_ms: int = Field(500, ge=100)
+    """Trailing silence after which the server ends the user's turn."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _websocket_url(cls, url: str) -> str:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"must start with ws:// or wss://, got {url!r}")
+        return url.rstrip("/")
 
 
 class TurnSettings(BaseModel):
@@ -258,6 +295,9 @@ class Settings(BaseSettings):
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    realtime: RealtimeSettings | None = None
+    """Speech-to-speech instead of the cascade: every session of every protocol talks to one
+    upstream Realtime connection of its own (``VOXGATE_REALTIME__API_KEY``...)."""
     database_url: str | None = None
     """Shorthand for ``database.url`` (``VOXGATE_DATABASE_URL``)."""
     prices: dict[str, Price] = Field(default_factory=default_prices)

@@ -34,6 +34,11 @@ _PROVIDERS: dict[str, dict[str, str]] = {
         "cloudflare": "voxgate.providers.cloudflare_tts:create",
         "standin": "voxgate.providers.standin:create_tts",
     },
+    # Speech-to-speech: a factory takes (settings, turn settings, character, **session options)
+    # and returns a whole session (voxgate.pipeline.voice_session.VoiceSession).
+    "s2s": {
+        "openai-realtime": "voxgate.providers.openai_realtime_session:create",
+    },
 }
 
 

@@ -1,6 +1,6 @@
 """What a transport needs of a session: :class:`~voxgate.pipeline.session.TurnSession` (the
-cascade) and :class:`~voxgate.pipeline.realtime_session.RealtimeSession` (speech-to-speech) both
-are one."""
+cascade) is one, and so is a speech-to-speech provider's session
+(:class:`~voxgate.providers.openai_realtime_session.RealtimeSession`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from voxgate.core.events import Event
 from voxgate.pipeline.history import Conversation
 
 if TYPE_CHECKING:
-    from voxgate.pipeline.realtime_session import RealtimeSession
     from voxgate.pipeline.session import TurnSession
 
 
@@ -27,6 +26,11 @@ class VoiceSession(Protocol):
         ...
 
     async def next_event(self, timeout_s: float | None = None) -> Event | None: ...
+
+    @property
+    def undelivered(self) -> int:
+        """Events emitted that the reader has not taken yet (shutdown waits for them)."""
+        ...
 
     async def push_audio(self, pcm: bytes, sample_rate_hz: int = 16_000) -> None: ...
 
@@ -50,9 +54,6 @@ class VoiceSession(Protocol):
 
 
 if TYPE_CHECKING:
-    # mypy checks here that both sessions keep to the protocol.
+    # mypy checks here that the cascade keeps to the protocol (providers check theirs).
     def _cascade(session: TurnSession) -> VoiceSession:
-        return session
-
-    def _speech_to_speech(session: RealtimeSession) -> VoiceSession:
         return session

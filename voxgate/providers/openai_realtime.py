@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from voxgate.core.config import RealtimeSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 
 RATE_HZ = 24_000
@@ -35,36 +35,6 @@ CODE = ErrorCode.LLM_FAILED
 # never goes below INFO, whatever the application's level.
 _wire_logger = logging.getLogger("voxgate.providers.openai_realtime.wire")
 _wire_logger.setLevel(logging.INFO)
-
-
-class RealtimeSettings(BaseModel):
-    """An OpenAI Realtime speech-to-speech engine, used instead of the VAD → STT → LLM → TTS
-    cascade. The character's system prompt is the session's instructions."""
-
-    provider: str = "openai-realtime"
-    """Names the engine in usage records and price keys (``"openai-realtime/gpt-realtime"``)."""
-    model: str = "gpt-realtime"
-    voice: str = "marin"
-    base_url: str = "wss://api.openai.com/v1"
-    api_key: SecretStr | None = None
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(10.0, gt=0)
-    """Opening the connection (TCP, TLS, WebSocket handshake), at most."""
-    transcription_model: str | None = "gpt-4o-mini-transcribe"
-    """Transcribes what the user said (for the history and the device); None: no user text."""
-    transcript_wait_s: float = Field(3.0, ge=0)
-    """A reply's turn is reported once the user's transcript is in, waiting this long for it."""
-    vad_threshold: float = Field(0.5, gt=0, lt=1)
-    prefix_padding_ms: int = Field(300, ge=0)
-    silence_duration_ms: int = Field(500, ge=100)
-    """Trailing silence after which the server ends the user's turn."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _websocket_url(cls, url: str) -> str:
-        if not url.startswith(("ws://", "wss://")):
-            raise ValueError(f"must start with ws:// or wss://, got {url!r}")
-        return url.rstrip("/")
 
 
 # -- client events --------------------------------------------------------------------------

@@ -6,10 +6,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from voxgate.core import registry
 from voxgate.core.config import CharacterSettings, Settings, TurnSettings
 from voxgate.core.errors import NotFoundError
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.history import Conversation
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.server.metrics import Metrics
 from voxgate.server.ratelimit import RateLimiter
 from voxgate.server.recording import ConversationRecorder, exchanges_of, new_conversation_id
@@ -41,14 +43,14 @@ class ServerContext:
     store: Store
     metrics: Metrics = field(default_factory=Metrics)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
-    sessions: set[TurnSession] = field(default_factory=set)
+    sessions: set[VoiceSession] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         server = self.settings.server
         self.connection_limit = RateLimiter(server.connections_per_minute)
         self.turn_limit = RateLimiter(server.turns_per_minute)
-        self._recorders: dict[TurnSession, ConversationRecorder] = {}
-        self._devices_of: dict[TurnSession, int] = {}
+        self._recorders: dict[VoiceSession, ConversationRecorder] = {}
+        self._devices_of: dict[VoiceSession, int] = {}
         self._pseudo_devices: dict[str, Device] = {}
         # Devices that authenticated, by token hash: used only while the database is away, so
         # devices already known can reconnect. A revocation takes effect once it is back.
@@ -122,7 +124,7 @@ class ServerContext:
         output_rate_hz: int,
         turn: TurnSettings | None = None,
         character: CharacterChoice | None = None,
-    ) -> TurnSession:
+    ) -> VoiceSession:
         """A new session for one connection. It continues the device's last conversation with
         the same character (its last turns), and is recorded as it goes."""
         turn = turn or self.settings.turn
@@ -152,21 +154,35 @@ class ServerContext:
             resumed=resumed,
         )
         key = f"device:{device.id}"
-        session = TurnSession(
-            self.engines,
-            turn,
-            character.settings,
-            output_rate_hz=output_rate_hz,
-            history=history,
-            turn_gate=lambda: self.turn_limit.allow(key),
-            observer=recorder,
-        )
+        session: VoiceSession
+        realtime = self.settings.realtime
+        if realtime is not None:  # speech to speech: the session is the provider's
+            session = registry.factory("s2s", realtime.provider)(
+                realtime,
+                turn,
+                character.settings,
+                output_rate_hz=output_rate_hz,
+                history=history,
+                prices=self.settings.prices,
+                turn_gate=lambda: self.turn_limit.allow(key),
+                observer=recorder,
+            )
+        else:
+            session = TurnSession(
+                self.engines,
+                turn,
+                character.settings,
+                output_rate_hz=output_rate_hz,
+                history=history,
+                turn_gate=lambda: self.turn_limit.allow(key),
+                observer=recorder,
+            )
         self.sessions.add(session)
         self._recorders[session] = recorder
         self._devices_of[session] = device.id
         return session
 
-    async def turn_written(self, session: TurnSession, turn_id: int) -> None:
+    async def turn_written(self, session: VoiceSession, turn_id: int) -> None:
         """Until the turn is in the database, so that a device told a turn is done can rely on
         it (a crash right after loses nothing it saw finish). Bounded: with the database away,
         the turn waits in the queue and the device is told anyway."""
@@ -176,7 +192,7 @@ class ServerContext:
                 recorder.ticket(turn_id), self.settings.database.durable_wait_s
             )
 
-    async def close_session(self, session: TurnSession) -> None:
+    async def close_session(self, session: VoiceSession) -> None:
         self.sessions.discard(session)
         self._devices_of.pop(session, None)
         await session.close()

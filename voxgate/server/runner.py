@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from voxgate.core.events import ErrorEvent, Event, ReplyStarted, SessionEndRequested, TurnDone
-from voxgate.pipeline import TurnSession
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.server.context import ServerContext
 from voxgate.server.pacing import AudioPacer
 
@@ -45,7 +45,7 @@ class SessionEnded(Exception):
 async def feed_audio(
     ctx: ServerContext,
     protocol: str,
-    session: TurnSession,
+    session: VoiceSession,
     pcm: bytes,
     sample_rate_hz: int,
     *,
@@ -63,7 +63,7 @@ async def feed_audio(
 async def pump_events(
     ctx: ServerContext,
     protocol: str,
-    session: TurnSession,
+    session: VoiceSession,
     encoder: EventEncoder,
     send: Send,
 ) -> None:

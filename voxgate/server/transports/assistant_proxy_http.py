@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from voxgate.core.errors import ErrorCode, ProtocolError
 from voxgate.core.events import ErrorEvent, Event, TurnDone
-from voxgate.pipeline import TurnSession
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.assistant_proxy import (
     ERROR_HEADER,
     INPUT_RATE_HZ,
@@ -71,7 +71,7 @@ class Refused(Exception):
 class HttpSession:
     key: tuple[int, str]
     """The device's id and the ``session_id`` it chose."""
-    session: TurnSession
+    session: VoiceSession
     ledger: ChunkLedger = field(default_factory=ChunkLedger)
     collector: ReplyCollector = field(default_factory=ReplyCollector)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -81,7 +81,7 @@ class HttpSession:
 
 
 class HttpSessions:
-    """One TurnSession per device and ``session_id``, kept across requests and turns.
+    """One VoiceSession per device and ``session_id``, kept across requests and turns.
 
     Owned by the app (``app.state``). Idle sessions are closed lazily, on the next request; a
     device over its cap loses its least recently used idle session.

@@ -12,7 +12,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voxgate.core.errors import ProtocolError
 from voxgate.core.events import Event
-from voxgate.pipeline import TurnSession
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.assistant_proxy import (
     BEEP_MS,
     INPUT_RATE_HZ,
@@ -138,7 +138,7 @@ def _outcome(
     return _SILENCE
 
 
-async def _read(ctx: ServerContext, websocket: WebSocket, session: TurnSession) -> _Close | None:
+async def _read(ctx: ServerContext, websocket: WebSocket, session: VoiceSession) -> _Close | None:
     limit = ctx.settings.server.max_message_bytes
     bytes_in = ctx.metrics.bytes_in.labels(PROTOCOL)
     while True:

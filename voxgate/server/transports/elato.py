@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxgate.core.config import Settings
 from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, StoreError
-from voxgate.pipeline import TurnSession
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import elato
 from voxgate.server.context import CharacterChoice, ServerContext
 from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
@@ -175,7 +175,7 @@ async def elato_socket(websocket: WebSocket) -> None:
     await _close(websocket, code)
 
 
-async def _open_session(ctx: ServerContext, device: Device) -> TurnSession:
+async def _open_session(ctx: ServerContext, device: Device) -> VoiceSession:
     settings = ctx.settings
     choice = await ctx.character_for(device)
     character = choice.settings
@@ -200,7 +200,7 @@ class _SessionEnded(Exception):
 
 
 async def _converse(
-    ctx: ServerContext, websocket: WebSocket, session: TurnSession, device: Device
+    ctx: ServerContext, websocket: WebSocket, session: VoiceSession, device: Device
 ) -> int | None:
     """Runs the session until either side ends it; the close code to send (None: gone)."""
     encoder = elato.ElatoEncoder()
@@ -271,7 +271,7 @@ def _outcome(task: asyncio.Task[Any]) -> int | None:
 
 
 async def _read(
-    ctx: ServerContext, websocket: WebSocket, session: TurnSession, encoder: elato.ElatoEncoder
+    ctx: ServerContext, websocket: WebSocket, session: VoiceSession, encoder: elato.ElatoEncoder
 ) -> Literal["gone", "too_big", "end_session"]:
     limit = ctx.settings.server.max_message_bytes
     bytes_in = ctx.metrics.bytes_in.labels(PROTOCOL)

@@ -15,8 +15,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from voxgate.core.config import Settings, TurnSettings
 from voxgate.core.errors import ErrorCode, NotFoundError, ProtocolError
-from voxgate.pipeline import TurnSession
 from voxgate.pipeline.history import Exchange
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import relay as codec
 from voxgate.protocols.relay import (
     AudioFrame,
@@ -297,7 +297,7 @@ async def _run(
     websocket: WebSocket,
     link: _Link,
     decoder: RelayDecoder,
-    session: TurnSession,
+    session: VoiceSession,
     start: SessionStart,
 ) -> None:
     """The reader and the event pump side by side until either ends; then the other is
@@ -338,7 +338,7 @@ async def _read(
     websocket: WebSocket,
     link: _Link,
     decoder: RelayDecoder,
-    session: TurnSession,
+    session: VoiceSession,
     start: SessionStart,
 ) -> None:
     """Client messages into the session; returns when the client sends ``session.end``."""

@@ -1,4 +1,4 @@
-"""One reply of a :class:`~voxgate.pipeline.realtime_session.RealtimeSession`: its audio at the
+"""One reply of a :class:`~voxgate.providers.openai_realtime_session.RealtimeSession`: its audio at the
 device's rate, what was played of it, its text, its usage and timings."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 
 from voxgate.core.audio import StreamResampler
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import Price
+from voxgate.core.config import Price, RealtimeSettings
 from voxgate.core.events import ReplyAudio, TurnDone, TurnTimings
 from voxgate.core.usage import EngineUsage
 from voxgate.pipeline.metering import cost_usd
 from voxgate.pipeline.playout import Playout
-from voxgate.providers.openai_realtime import RATE_HZ, RealtimeSettings, TokenUsage
+from voxgate.providers.openai_realtime import RATE_HZ, TokenUsage
 
 Clock = Callable[[], float]
 """Seconds on a monotonic clock."""

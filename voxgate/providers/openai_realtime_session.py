@@ -18,14 +18,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from voxgate.core.audio import StreamResampler, check_rate
-from voxgate.core.config import CharacterSettings, Price, TurnSettings
+from voxgate.core.config import CharacterSettings, Price, RealtimeSettings, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode, VoxgateError
 from voxgate.core.events import (
     ErrorEvent,
@@ -38,9 +38,9 @@ from voxgate.core.events import (
     Transcript,
 )
 from voxgate.pipeline.history import Conversation, Exchange
-from voxgate.pipeline.realtime_reply import Clock, RealtimeReply, UserTurn, pcm_bytes
+from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.providers import openai_realtime as wire
-from voxgate.providers.openai_realtime import RealtimeSettings
+from voxgate.providers.openai_realtime_reply import Clock, RealtimeReply, UserTurn, pcm_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,11 @@ class RealtimeSession:
         """The next event, or None once the session ended (TimeoutError after ``timeout_s``)."""
         async with asyncio.timeout(timeout_s):
             return await self._next()
+
+    @property
+    def undelivered(self) -> int:
+        """Events emitted that the reader has not taken yet."""
+        return self._queue.qsize()
 
     async def _next(self) -> Event | None:
         event = await self._queue.get()
@@ -508,3 +513,19 @@ def _why(connection: ClientConnection) -> str:
     if code is None:
         return "no close frame"
     return f"code {code}, {reason}" if reason else f"code {code}"
+
+
+def create(
+    settings: RealtimeSettings,
+    turn: TurnSettings,
+    character: CharacterSettings,
+    **options: Any,
+) -> RealtimeSession:
+    """Registry factory (capability ``s2s``): one session, with its own upstream connection."""
+    return RealtimeSession(settings, turn, character, **options)
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the session keeps to the protocol transports use.
+    def _is_voice_session(session: RealtimeSession) -> VoiceSession:
+        return session
