@@ -40,7 +40,7 @@ from voxgate.protocols.elato import (
     says_goodbye,
     server_message,
 )
-from voxgate.server.runner import Outbound
+from voxgate.protocols.frames import Outbound
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 MAC = "AA:BB:CC:DD:EE:FF"

@@ -36,7 +36,7 @@ from voxgate.core.events import (
     SpeechStopped,
     TurnDone,
 )
-from voxgate.server.runner import Outbound
+from voxgate.protocols.frames import Outbound
 
 PROTOCOL = "assistant_proxy"
 """The metrics label."""

@@ -33,8 +33,8 @@ from voxgate.core.events import (
     SpeechStopped,
     TurnDone,
 )
+from voxgate.protocols.frames import Outbound
 from voxgate.protocols.opus import OpusPacketizer
-from voxgate.server.runner import Outbound
 
 INPUT_RATE_HZ = 16_000
 """The firmware's microphone stream."""

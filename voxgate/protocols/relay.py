@@ -34,7 +34,7 @@ from voxgate.core.events import (
     Transcript,
     TurnDone,
 )
-from voxgate.server.runner import Outbound
+from voxgate.protocols.frames import Outbound
 
 PROTOCOL_VERSION = "1.0"
 """Major.minor: a minor version only adds events or payload fields, which clients must ignore."""

@@ -6,29 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from voxgate.core.events import ErrorEvent, Event, ReplyStarted, SessionEndRequested, TurnDone
+from voxgate.core.events import ErrorEvent, ReplyStarted, SessionEndRequested, TurnDone
 from voxgate.pipeline.voice_session import VoiceSession
+from voxgate.protocols.frames import EventEncoder
 from voxgate.server.context import ServerContext
 from voxgate.server.pacing import AudioPacer
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """One frame for the device: text or binary, how much audio it carries, which reply it is of."""
-
-    data: str | bytes
-    audio_ms: float = 0.0
-    turn_id: int | None = None
-
-
-class EventEncoder(Protocol):
-    """A protocol's sans-I/O downlink: turn-engine events to the frames it sends."""
-
-    def encode(self, event: Event) -> list[Outbound]: ...
-
 
 Send = Callable[[str | bytes], Awaitable[None]]
 

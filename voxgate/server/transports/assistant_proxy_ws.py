@@ -28,9 +28,9 @@ from voxgate.protocols.assistant_proxy import (
     beep,
     parse_ws_message,
 )
+from voxgate.protocols.frames import Outbound
 from voxgate.server.context import ServerContext
 from voxgate.server.runner import (
-    Outbound,
     SessionEnded,
     SlowClientError,
     feed_audio,
