@@ -33,6 +33,8 @@ async def test_healthz_and_metrics_over_a_real_socket(tmp_path: Path) -> None:
     assert health.json()["status"] == "ok" and health.json()["models_ready"] is True
     assert metrics.status_code == 200
     assert "voxgate_sessions_open" in metrics.text and "voxgate_stage_seconds" in metrics.text
+    assert "voxgate_db_healthy 1.0" in metrics.text
+    assert "voxgate_db_writes_pending 0.0" in metrics.text
 
 
 def test_the_signing_key_and_admin_token_are_made_once_and_kept(tmp_path: Path) -> None:

@@ -55,7 +55,12 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(context_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    ctx = context_of(request)
+    writer = ctx.store.writer
+    ctx.metrics.observe_writer(
+        pending=writer.pending, healthy=writer.healthy, dropped=writer.dropped
+    )
+    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 def create_app(

@@ -44,9 +44,22 @@ class Metrics:
         self.bytes_out = Counter(
             "voxgate_bytes_out", "Bytes sent to devices", ["protocol"], registry=self.registry
         )
+        self.cost_usd = Counter(
+            "voxgate_cost_usd", "Cost of completed turns (price table)", registry=self.registry
+        )
+        self.db_pending = Gauge(
+            "voxgate_db_writes_pending", "Records waiting to be written", registry=self.registry
+        )
+        self.db_healthy = Gauge(
+            "voxgate_db_healthy", "1 while the database takes writes", registry=self.registry
+        )
+        self.db_dropped = Gauge(
+            "voxgate_db_records_dropped", "Records dropped (queue full)", registry=self.registry
+        )
 
     def observe_turn(self, protocol: str, done: TurnDone) -> None:
         self.turns.labels(protocol).inc()
+        self.cost_usd.inc(done.cost_usd)
         for stage, value in (
             ("end_of_turn_wait", done.timings.end_of_turn_wait_ms),
             ("stt", done.timings.stt_ms),
@@ -59,6 +72,11 @@ class Metrics:
 
     def observe_error(self, protocol: str, error: ErrorEvent) -> None:
         self.errors.labels(protocol, error.code).inc()
+
+    def observe_writer(self, *, pending: int, healthy: bool, dropped: int) -> None:
+        self.db_pending.set(pending)
+        self.db_healthy.set(1 if healthy else 0)
+        self.db_dropped.set(dropped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
