@@ -1,5 +1,6 @@
-"""HTTP routes of the web page: ``/`` (the page), ``/static/...`` (its modules and styles) and
-``/api/characters`` (the characters a device or the page may pick).
+"""HTTP routes of the web pages: ``/`` (talk to voxgate), ``/admin`` (devices, conversations,
+usage, latency and errors, read from the admin API), ``/static/...`` (their modules and styles)
+and ``/api/characters`` (the characters a device or the page may pick).
 
 Plain HTTP routes: Starlette matches them on ``http`` scopes only, so the ElatoAI transport's
 WebSocket route on ``/`` keeps working next to the page.
@@ -42,6 +43,12 @@ async def page(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers=_HEADERS)
 
 
+async def admin_page(request: Request) -> Response:
+    """The admin page. It holds no data itself: its modules ask ``/api/admin/...`` with the
+    admin token, so the page can be served to anyone."""
+    return FileResponse(STATIC_DIR / "admin.html", headers=_HEADERS)
+
+
 async def characters(request: Request) -> Response:
     """The stored characters, for any device token or the admin token (the picker)."""
     ctx = request.app.state.ctx
@@ -65,10 +72,11 @@ async def characters(request: Request) -> Response:
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
-    """``/`` and ``/static``. ``settings`` is taken for symmetry with the transports' routes; the
-    page needs none: it derives every URL from its own location."""
+    """``/``, ``/admin`` and ``/static``. ``settings`` is taken for symmetry with the transports'
+    routes; the pages need none: they derive every URL from their own location."""
     return [
         Route("/", page, methods=["GET", "HEAD"]),
+        Route("/admin", admin_page, methods=["GET", "HEAD"]),
         Route("/api/characters", characters),
         Mount("/static", app=_StaticFiles(directory=STATIC_DIR), name="static"),
     ]
