@@ -190,9 +190,11 @@ class FakeTTS:
         self.ms_per_word = ms_per_word
         self.delay_s = delay_s
         self.sentences: list[str] = []
+        self.voices: list[str | None] = []
 
-    async def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         self.sentences.append(text)
+        self.voices.append(voice)
         samples = round(self.sample_rate_hz * self.ms_per_word / 1000)
         for _ in text.split():
             if self.delay_s:

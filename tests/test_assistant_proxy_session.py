@@ -629,7 +629,7 @@ async def test_http_real_question_gets_a_spoken_answer(
     class RecordingTTS:
         sample_rate_hz = real_engines.tts.sample_rate_hz
 
-        def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:  # type: ignore[type-arg]
+        def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[np.ndarray]:  # type: ignore[type-arg]
             spoken.append(text)
             return real_engines.tts.synthesize(text)
 

@@ -535,7 +535,7 @@ class _RecordingTTS:
         self.sample_rate_hz = inner.sample_rate_hz
         self.sentences: list[str] = []
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         self.sentences.append(text)
         return self.inner.synthesize(text)
 

@@ -136,8 +136,16 @@ async def test_a_short_answer_is_not_transcribed_as_a_loop(
     chunks = [chunk async for chunk in real_engines.tts.synthesize(answer)]
     speech = resample(np.concatenate(chunks), real_engines.tts.sample_rate_hz, 16_000)
     text = await real_engines.stt.transcribe(int16_to_float(speech))
-    # One word may be misheard ("Harris"); what must not happen is the loop.
-    assert len(normalize_words(text)) == len(normalize_words(answer)), text
+    # One word may be misheard ("Harris") or, rarely, doubled ("Yes, yes": Piper samples its
+    # prosody, so the audio differs run to run); what must not happen is the loop.
+    from voxgate.providers.faster_whisper_stt import repeats_itself
+
+    assert not repeats_itself(text), text
+    assert (
+        len(normalize_words(answer))
+        <= len(normalize_words(text))
+        <= len(normalize_words(answer)) + 1
+    ), text
 
 
 def test_repetition_is_recognised() -> None:

@@ -433,6 +433,14 @@ async def test_tts_uses_the_configured_model_and_no_key_stand_in(make: _Made) ->
     assert "authorization" not in _headers(request)
 
 
+async def test_tts_speaks_in_the_characters_voice_when_given_one_stand_in(make: _Made) -> None:
+    tts = make.tts("ok", voice="alloy")
+    assert [chunk async for chunk in tts.synthesize("Hi.", voice="verse")]
+    assert [chunk async for chunk in tts.synthesize("Hi.")]
+    first, second = make.server.requests
+    assert (first["body"]["voice"], second["body"]["voice"]) == ("verse", "alloy")
+
+
 async def test_tts_yields_audio_before_the_reply_is_complete_stand_in(make: _Made) -> None:
     make.server.release.clear()
     chunks = make.tts("gated", voice="alloy").synthesize("A long sentence, spoken slowly.")

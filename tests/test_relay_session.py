@@ -578,3 +578,27 @@ async def test_the_assistant_ends_the_session_when_its_llm_calls_end_session(
     assert events.index("turn.done") < events.index("session.end")
     assert seen[-1]["payload"]["reason"] == "assistant"
     assert code == 1000
+
+
+@bounded(30)
+async def test_a_stored_characters_prompt_and_voice_are_used(tmp_path: Path) -> None:
+    from voxgate.store.records import Character
+
+    fakes = Fakes(llm=FakeLLM(["Arr."]))
+    async with serve(tmp_path, fakes) as server:
+        await server.store.characters.save(
+            Character(slug="pirate", name="Pete", system_prompt="Talk like a pirate.", voice="v9")
+        )
+        async with client(server.url, server.token) as c:
+            ready = await c.start(character={"id": "pirate"}, greeting=False)
+            await c.send("text.input", {"text": "Hello"})
+            await c.until("turn.done")
+        async with client(server.url, server.token) as c:
+            await c.send("session.start", {"character": {"id": "nobody"}})
+            refused = await c.next()
+            code = await c.close_code()
+    assert ready["character"]["name"] == "Pete"
+    assert fakes.llm.calls[0][0].content == "Talk like a pirate."
+    assert set(fakes.tts.voices) == {"v9"}
+    assert refused["event"] == "error" and "no character 'nobody'" in refused["payload"]["message"]
+    assert code == 4400

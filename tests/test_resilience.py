@@ -107,7 +107,7 @@ class ScriptedTTS(ScriptedStreams):
         super().__init__(scripts)
         self.sample_rate_hz = sample_rate_hz
 
-    async def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         async for item in self._stream():
             assert isinstance(item, np.ndarray)
             yield item

@@ -86,8 +86,12 @@ class LanguageModel(Protocol):
 class TextToSpeech(Protocol):
     sample_rate_hz: int
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        """Audio of ``text`` (mono PCM16 at ``sample_rate_hz``), in one or more chunks."""
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        """Audio of ``text`` (mono PCM16 at ``sample_rate_hz``), in one or more chunks.
+
+        ``voice``: the character's voice, in the engine's own terms (a Piper voice from the model
+        store, an OpenAI voice name, an ElevenLabs voice id, an Aura model); None, or one the
+        engine cannot use, gives its configured voice."""
         ...
 
 

@@ -231,6 +231,9 @@ class CharacterSettings(BaseModel):
     """Spoken as the greeting when the session starts."""
     greeting_prompt: str | None = None
     """Without ``first_message``: an instruction for the LLM to write the greeting."""
+    voice: str | None = None
+    """The TTS voice in the engine's own terms (see ``TextToSpeech.synthesize``); None: the
+    ``[tts]`` voice."""
 
 
 class ServerSettings(BaseModel):

@@ -71,9 +71,9 @@ class LimitedTTS:
         self.sample_rate_hz = inner.sample_rate_hz
         self._slots = asyncio.Semaphore(limit)
 
-    async def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         async with self._slots:
-            chunks = self.inner.synthesize(text)
+            chunks = self.inner.synthesize(text, voice)
             try:
                 async for chunk in chunks:
                     yield chunk

@@ -102,14 +102,16 @@ class FallbackTTS:
         self.engines = list(engines)
         self.sample_rate_hz = self.engines[0].sample_rate_hz
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        return _fall_over([self._bind(engine, text) for engine in self.engines])
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        return _fall_over([self._bind(engine, text, voice) for engine in self.engines])
 
-    def _bind(self, engine: TextToSpeech, text: str) -> Callable[[], AsyncIterator[Int16Array]]:
+    def _bind(
+        self, engine: TextToSpeech, text: str, voice: str | None
+    ) -> Callable[[], AsyncIterator[Int16Array]]:
         if engine.sample_rate_hz == self.sample_rate_hz:
-            return lambda: engine.synthesize(text)
+            return lambda: engine.synthesize(text, voice)
         return lambda: _resampled(
-            engine.synthesize(text), engine.sample_rate_hz, self.sample_rate_hz
+            engine.synthesize(text, voice), engine.sample_rate_hz, self.sample_rate_hz
         )
 
 

@@ -119,10 +119,10 @@ class MeteredTTS(_Metered):
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
 
-    async def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         started = time.perf_counter()
         samples = 0
-        chunks = self.inner.synthesize(text)
+        chunks = self.inner.synthesize(text, voice)
         try:
             async for chunk in chunks:
                 samples += len(chunk)

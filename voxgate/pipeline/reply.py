@@ -276,7 +276,7 @@ class ReplyRun:
             self._stamp("tts_start")
             first_chunk = True
             try:
-                async for audio in tts.synthesize(sentence):
+                async for audio in tts.synthesize(sentence, self._ctx.character.voice):
                     self._stamp("first_audio")
                     pcm = resample(audio, tts.sample_rate_hz, self._ctx.output_rate_hz)
                     self._emit(

@@ -335,6 +335,8 @@ class ResilientTTS(_Resilient):
         super().__init__(inner, policy, breaker, timeout_s_first_byte, timeout_s_total, name=name)
         self.sample_rate_hz = inner.sample_rate_hz
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        stream: AsyncIterator[Int16Array] = self.guard.stream(lambda: self.inner.synthesize(text))
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        stream: AsyncIterator[Int16Array] = self.guard.stream(
+            lambda: self.inner.synthesize(text, voice)
+        )
         return stream

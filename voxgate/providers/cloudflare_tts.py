@@ -56,13 +56,16 @@ class CloudflareTTS:
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        """``voice``: an Aura ``speaker`` (``angus``, ``asteria``, ``luna``, ...)."""
         if not text.strip():
             return no_audio()
-        return self._stream(text)
+        return self._stream(text, voice)
 
-    async def _stream(self, text: str) -> AsyncGenerator[Int16Array, None]:
+    async def _stream(self, text: str, voice: str | None) -> AsyncGenerator[Int16Array, None]:
         body = {"text": text, **self._options}
+        if voice:
+            body["speaker"] = voice
         try:
             async with self._api.client.stream("POST", self._url, json=body) as response:
                 if response.status_code >= 400:

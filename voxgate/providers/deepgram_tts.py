@@ -44,15 +44,17 @@ class DeepgramTTS:
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        """``voice``: an Aura model (``aura-2-orion-en``): with Deepgram the model is the voice."""
         if not text.strip():
             return no_audio()
+        params = {**self._params, "model": voice} if voice else self._params
         return stream_pcm(
             self._api,
             self._url,
             sample_rate_hz=self.sample_rate_hz,
             json={"text": text},
-            params=self._params,
+            params=params,
         )
 
 

@@ -40,20 +40,20 @@ class ElevenLabsTTS:
             auth_header=("xi-api-key", ""),
             key_required=True,
         )
-        voice = settings.voice if "voice" in settings.model_fields_set else DEFAULT_VOICE
-        self._url = self._api.url(f"/v1/text-to-speech/{quote(voice, safe='')}/stream")
+        self._voice = settings.voice if "voice" in settings.model_fields_set else DEFAULT_VOICE
         self._model = settings.model or DEFAULT_MODEL
         self._params = {"output_format": f"pcm_{self.sample_rate_hz}"}
 
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        """``voice``: a voice id from the ElevenLabs voice library."""
         if not text.strip():
             return no_audio()
         return stream_pcm(
             self._api,
-            self._url,
+            self._api.url(f"/v1/text-to-speech/{quote(voice or self._voice, safe='')}/stream"),
             sample_rate_hz=self.sample_rate_hz,
             json={"text": text, "model_id": self._model},
             params=self._params,

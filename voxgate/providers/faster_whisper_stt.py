@@ -64,7 +64,11 @@ class FasterWhisperSTT:
         if frames > self._max_frames:
             return self._transcribe_long(audio)
         text = self._decode(audio, features, frames)
-        if repeats_itself(text) and frames < self._max_frames:
+        # A short window makes Whisper loop ("Okay. Okay. Okay."); on a short answer even one
+        # repeat is suspect ("Yes, yes."). The full window decides (and keeps a real repeat).
+        short = audio.size < _SHORT_UTTERANCE_S * self.sample_rate_hz
+        looped = repeats_itself(text) or (short and repeats_itself(text, times=2))
+        if looped and frames < self._max_frames:
             text = self._decode(audio, features, self._max_frames)
         return text
 
@@ -105,6 +109,9 @@ class FasterWhisperSTT:
             if not (segment.no_speech_prob > _NO_SPEECH_PROB and segment.avg_logprob < _LOW_LOGPROB)
         ]
         return " ".join(text for text in kept if text)
+
+
+_SHORT_UTTERANCE_S = 2.0
 
 
 def repeats_itself(text: str, times: int = 3) -> bool:

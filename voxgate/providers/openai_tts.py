@@ -36,16 +36,16 @@ class OpenAICompatibleTTS:
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        return self._stream(text)
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        return self._stream(text, voice or self._settings.voice)
 
-    async def _stream(self, text: str) -> AsyncGenerator[Int16Array, None]:
+    async def _stream(self, text: str, voice: str) -> AsyncGenerator[Int16Array, None]:
         if not text.strip():
             return
         body = {
             "model": self._settings.model or DEFAULT_MODEL,
             "input": text,
-            "voice": self._settings.voice,
+            "voice": voice,
             "response_format": "pcm",
         }
         try:

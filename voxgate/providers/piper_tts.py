@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,37 +10,75 @@ from pathlib import Path
 import numpy as np
 from piper import PiperVoice, SynthesisConfig
 
+from voxgate.core.audio import resample
 from voxgate.core.capabilities import Int16Array, ModelResolver
 from voxgate.core.config import TTSSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import Emit, stream_from_thread
 
+logger = logging.getLogger(__name__)
+
+
+def _load(voice_path: Path) -> PiperVoice:
+    config_path = voice_path.with_name(voice_path.name + ".json")
+    if not config_path.is_file():
+        raise ProviderError(
+            f"Piper voice {voice_path} has no {config_path.name} beside it",
+            code=ErrorCode.TTS_FAILED,
+        )
+    return PiperVoice.load(voice_path, config_path=config_path)
+
 
 class PiperTTS:
-    def __init__(self, voice_path: Path, settings: TTSSettings) -> None:
-        config_path = voice_path.with_name(voice_path.name + ".json")
-        if not config_path.is_file():
-            raise ProviderError(
-                f"Piper voice {voice_path} has no {config_path.name} beside it",
-                code=ErrorCode.TTS_FAILED,
-            )
-        self._voice = PiperVoice.load(voice_path, config_path=config_path)
+    """The configured voice, plus any character's voice (a model-store name or a path), loaded
+    on first use and kept; its audio is resampled to the configured voice's rate."""
+
+    def __init__(
+        self, voice_path: Path, settings: TTSSettings, models: ModelResolver | None = None
+    ) -> None:
+        self._default_name = settings.voice
+        self._voice = _load(voice_path)
+        self._voices: dict[str, PiperVoice | None] = {settings.voice: self._voice}
+        self._models = models
+        self._loading = threading.Lock()
         self._config = SynthesisConfig(length_scale=settings.length_scale)
         self.sample_rate_hz: int = self._voice.config.sample_rate
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        return self._stream(text)
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
+        return self._stream(text, voice)
 
-    async def _stream(self, text: str) -> AsyncIterator[Int16Array]:
+    def _voice_named(self, name: str | None) -> PiperVoice:
+        """Runs on the synthesis thread: loading a voice takes a few hundred ms."""
+        if name is None:
+            return self._voice
+        with self._loading:
+            if name not in self._voices:
+                try:
+                    if self._models is None:
+                        raise ValueError("no model store to find it in")
+                    self._voices[name] = _load(self._models.resolve(name))
+                except Exception as exc:  # a voice of another engine, or a missing one
+                    logger.warning(
+                        "Piper voice %r unusable (%s); using %s", name, exc, self._default_name
+                    )
+                    self._voices[name] = None
+            return self._voices[name] or self._voice
+
+    async def _stream(self, text: str, voice_name: str | None) -> AsyncIterator[Int16Array]:
         if not text.strip():
             return
 
         def work(emit: Emit[Int16Array], stop: threading.Event) -> None:
+            voice = self._voice_named(voice_name)
+            rate = voice.config.sample_rate
             # Piper yields one chunk per sentence it finds in the text.
-            for chunk in self._voice.synthesize(text, syn_config=self._config):
+            for chunk in voice.synthesize(text, syn_config=self._config):
                 if stop.is_set():
                     return
-                emit(np.asarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1))
+                audio = np.asarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
+                if rate != self.sample_rate_hz:
+                    audio = resample(audio, rate, self.sample_rate_hz).astype(np.int16)
+                emit(audio)
 
         try:
             async for audio in stream_from_thread(work):
@@ -53,4 +92,4 @@ class PiperTTS:
 
 
 def create(settings: TTSSettings, models: ModelResolver) -> PiperTTS:
-    return PiperTTS(models.resolve(settings.voice), settings)
+    return PiperTTS(models.resolve(settings.voice), settings, models)

@@ -61,7 +61,7 @@ class FixedLLM:
 class ToneTTS:
     sample_rate_hz = 16_000
 
-    def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
+    def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         return self._stream(text)
 
     async def _stream(self, text: str) -> AsyncIterator[Int16Array]:

@@ -111,6 +111,7 @@ class ServerContext:
                 "name": character.name,
                 "system_prompt": character.system_prompt,
                 "first_message": character.first_message,
+                "voice": character.voice,
             }
         )
         return CharacterChoice(settings, character_id)
