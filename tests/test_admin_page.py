@@ -5,7 +5,7 @@ The turns it shows are made just before, through the relay protocol, by a device
 the page's API: the instant stand-in engines, loaded from the registry and priced through
 ``Settings(prices=...)``, so every turn costs something; its LLM fails on one phrase, so there is
 an error to show. A seeded history (``tests/store_seed.py``) on the two days before gives the
-charts more than one day and more than one user. The main test refreshes
+charts more than one day and more than one user. With ``VOXGATE_UPDATE_SCREENSHOTS=1`` the main test refreshes
 ``docs/screenshots/admin-page.png``; every screenshot also lands in ``tests/artifacts/``.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -305,8 +306,9 @@ async def test_the_turns_just_made_show_with_their_cost_latency_errors_and_exact
             )
     finally:
         await store.close()
-    DOC_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, DOC_SCREENSHOT)
+    if os.environ.get("VOXGATE_UPDATE_SCREENSHOTS") == "1":  # `make screenshots`
+        DOC_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, DOC_SCREENSHOT)
 
     assert unexpected(errors) == []
     assert first["user_text"] == "What is the capital of France?" and xss["user_text"] == XSS
