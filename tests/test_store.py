@@ -105,6 +105,8 @@ async def test_clear_errors_for_names_taken_and_things_that_do_not_exist(store: 
         await store.devices.configure("kitchen", volume=150)
     with pytest.raises(ConfigError, match="not a MAC"):
         await store.devices.add("toy", mac="12:34")
+    with pytest.raises(StoreError, match="no '/'"):
+        await store.devices.add("living/room")
     await store.users.add("ann")
     with pytest.raises(StoreError, match="exists"):
         await store.users.add("ann")

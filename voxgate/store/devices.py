@@ -92,7 +92,8 @@ class Devices:
             try:
                 await session.flush()
             except IntegrityError:
-                raise StoreError(f"a device named {name!r} or with MAC {mac} exists") from None
+                taken = f"a device named {name!r}" + (f" or with MAC {mac}" if mac else "")
+                raise StoreError(f"{taken} exists") from None
             device_id = row.id
         return await self.get(device_id), token
 
@@ -202,6 +203,9 @@ def _name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 100:
         raise StoreError("a device name is 1-100 characters")
+    if "/" in name or any(ord(c) < 32 for c in name):
+        # It is a path segment of the admin API (/api/admin/devices/NAME).
+        raise StoreError(f"a device name has no '/' or control characters: {name!r}")
     return name
 
 
