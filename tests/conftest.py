@@ -6,12 +6,18 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.postgres_server import PostgresServer, PostgresServerError, fresh_database
 from voxgate.core.config import Settings, load_settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
 from voxgate.pipeline.engines import warm_up
+
+# Property tests check what is generated, not how fast: on a busy 2-core machine (CI, other test
+# runs) generation and examples can be slow, which must not fail the suite.
+settings.register_profile("voxgate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("voxgate")
 
 
 @pytest.fixture(scope="session")

@@ -300,7 +300,8 @@ async def test_the_default_base_url_is_elevenlabs() -> None:
     settings = TTSSettings(provider="elevenlabs", api_key=API_KEY, voice="v/1")
     tts = elevenlabs_tts.create(settings, None)
     try:
-        assert tts._url == "https://api.elevenlabs.io/v1/text-to-speech/v%2F1/stream"
+        assert tts.url() == "https://api.elevenlabs.io/v1/text-to-speech/v%2F1/stream"
+        assert tts.url("w") == "https://api.elevenlabs.io/v1/text-to-speech/w/stream"
     finally:
         await tts.aclose()
 

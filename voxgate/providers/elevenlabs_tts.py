@@ -47,13 +47,17 @@ class ElevenLabsTTS:
     async def aclose(self) -> None:
         await self._api.aclose()
 
+    def url(self, voice: str | None = None) -> str:
+        """Where ``voice`` (default: the configured one) is synthesised."""
+        return self._api.url(f"/v1/text-to-speech/{quote(voice or self._voice, safe='')}/stream")
+
     def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         """``voice``: a voice id from the ElevenLabs voice library."""
         if not text.strip():
             return no_audio()
         return stream_pcm(
             self._api,
-            self._api.url(f"/v1/text-to-speech/{quote(voice or self._voice, safe='')}/stream"),
+            self.url(voice),
             sample_rate_hz=self.sample_rate_hz,
             json={"text": text, "model_id": self._model},
             params=self._params,
