@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,52 @@ class SpeechToText(Protocol):
     async def transcribe(self, audio: Float32Array) -> str:
         """Text of a whole utterance (float32 samples in [-1, 1], mono). Empty when nothing is said."""
         ...
+
+
+class STTStream(Protocol):
+    """One utterance streamed to a recogniser while the user speaks (per session; the engine
+    behind it is shared). Not safe for concurrent calls: one caller pushes and finalizes."""
+
+    async def push(self, audio: Float32Array) -> None:
+        """More of the utterance: float32 samples in [-1, 1], mono, at the engine's
+        ``sample_rate_hz`` (16 kHz for every engine voxgate has)."""
+        ...
+
+    def interim(self) -> AsyncIterator[str]:
+        """Running guesses at everything said so far, each time they change. Ends when the stream
+        closes; raises :class:`~voxgate.core.errors.ProviderError` if the stream fails."""
+        ...
+
+    async def finalize(self) -> str:
+        """The final transcript of all the audio pushed so far, once the recogniser has flushed
+        what it still held. The stream stays open: more audio may follow, and a later
+        ``finalize`` covers it too."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class StreamingSpeechToText(SpeechToText, Protocol):
+    """An STT that can also transcribe while the user speaks (its ``transcribe`` still works)."""
+
+    streaming: bool
+    """True when the engine is configured to stream; a wrapper copies what it wraps."""
+
+    async def open_stream(self) -> STTStream:
+        """A new stream for one utterance (connected: connection failures raise here)."""
+        ...
+
+
+def can_stream(stt: SpeechToText) -> TypeGuard[StreamingSpeechToText]:
+    """Whether ``stt`` (or the engine its wrappers wrap) is configured to stream."""
+    return getattr(stt, "streaming", False) is True
+
+
+async def open_stt_stream(stt: SpeechToText) -> STTStream:
+    """``stt.open_stream()``, for wrappers that only know their inner engine as a SpeechToText."""
+    if not can_stream(stt):
+        raise TypeError(f"{type(stt).__name__} does not stream")
+    return await stt.open_stream()
 
 
 class LanguageModel(Protocol):

@@ -114,6 +114,10 @@ class STTSettings(ResilienceSettings):
     api_key: SecretStr | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0)
+    streaming: bool = False
+    """Providers that can (``deepgram``): transcribe while the user speaks, over one connection
+    per utterance; interim results become partial transcripts, and the reply's transcript is the
+    stream's final one instead of a second, batch request."""
     fallbacks: list[STTSettings] = Field(default_factory=list)
     """Engines tried in order when this one fails (each with its own settings)."""
 

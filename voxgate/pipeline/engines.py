@@ -19,9 +19,12 @@ from voxgate.core.capabilities import (
     ModelResolver,
     ReplyPiece,
     SpeechToText,
+    STTStream,
     TextToSpeech,
     VADStream,
     VoiceActivityDetector,
+    can_stream,
+    open_stt_stream,
 )
 from voxgate.core.config import Price, Settings
 from voxgate.core.threads import close_stream
@@ -43,11 +46,17 @@ class LimitedSTT:
     def __init__(self, inner: SpeechToText, limit: int) -> None:
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
+        self.streaming = can_stream(inner)
         self._slots = asyncio.Semaphore(limit)
 
     async def transcribe(self, audio: Float32Array) -> str:
         async with self._slots:
             return await self.inner.transcribe(audio)
+
+    async def open_stream(self) -> STTStream:
+        # A stream takes no slot: it is a connection held while the user speaks, not work on
+        # this machine, and holding a slot that long would make the other sessions wait.
+        return await open_stt_stream(self.inner)
 
 
 class LimitedLLM:

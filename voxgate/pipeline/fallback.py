@@ -20,7 +20,10 @@ from voxgate.core.capabilities import (
     LanguageModel,
     ReplyPiece,
     SpeechToText,
+    STTStream,
     TextToSpeech,
+    can_stream,
+    open_stt_stream,
 )
 from voxgate.core.errors import ProviderError
 from voxgate.core.threads import close_stream
@@ -61,6 +64,12 @@ class FallbackSTT:
         _check_chain(engines)
         self.engines = list(engines)
         self.sample_rate_hz = self.engines[0].sample_rate_hz
+        self.streaming = can_stream(self.engines[0])
+        """Streams when the first engine does; a stream that fails is not failed over: its user
+        falls back to :meth:`transcribe` of the recorded utterance, which is."""
+
+    async def open_stream(self) -> STTStream:
+        return await open_stt_stream(self.engines[0])
 
     async def transcribe(self, audio: Float32Array) -> str:
         last_error: ProviderError | None = None

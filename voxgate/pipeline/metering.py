@@ -17,7 +17,10 @@ from voxgate.core.capabilities import (
     LanguageModel,
     ReplyPiece,
     SpeechToText,
+    STTStream,
     TextToSpeech,
+    can_stream,
+    open_stt_stream,
 )
 from voxgate.core.config import Price
 from voxgate.core.threads import close_stream
@@ -52,6 +55,7 @@ class MeteredSTT(_Metered):
         super().__init__(provider, model, price)
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
+        self.streaming = can_stream(inner)
 
     async def transcribe(self, audio: Float32Array) -> str:
         started = time.perf_counter()
@@ -66,6 +70,45 @@ class MeteredSTT(_Metered):
             )
         )
         return text
+
+    async def open_stream(self) -> STTStream:
+        return _MeteredStream(await open_stt_stream(self.inner), self)
+
+
+class _MeteredStream:
+    """Bills at each ``finalize`` all the audio streamed so far. A turn's reply finalizes once
+    (a speculative reply that was dropped takes its meter with it), so each turn counts the
+    stream's audio once, on the meter of the reply that asked."""
+
+    def __init__(self, inner: STTStream, owner: MeteredSTT) -> None:
+        self._inner = inner
+        self._owner = owner
+        self._samples = 0
+
+    async def push(self, audio: Float32Array) -> None:
+        await self._inner.push(audio)
+        self._samples += len(audio)
+
+    def interim(self) -> AsyncIterator[str]:
+        return self._inner.interim()
+
+    async def finalize(self) -> str:
+        started = time.perf_counter()
+        text = await self._inner.finalize()
+        owner = self._owner
+        owner._record(
+            EngineUsage(
+                "stt",
+                owner.provider,
+                owner.model,
+                audio_s=self._samples / owner.sample_rate_hz,
+                compute_s=time.perf_counter() - started,
+            )
+        )
+        return text
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class MeteredLLM(_Metered):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +54,9 @@ class ReplyRequest:
     speech_end_at: float | None = None
     """Clock time of the last voiced sample (spoken turns)."""
     greeting: bool = False
+    transcribe: Callable[[Float32Array], Awaitable[str]] | None = None
+    """How to transcribe ``audio``: a streaming STT's finalized text (falling back to the batch
+    STT itself); None: the STT's ``transcribe``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,8 @@ class ReplyRun:
     async def _transcribe(self, audio: Float32Array) -> str | None:
         started = self._ctx.clock()
         try:
-            text = (await self._ctx.engines.stt.transcribe(audio)).strip()
+            transcribe = self.request.transcribe or self._ctx.engines.stt.transcribe
+            text = (await transcribe(audio)).strip()
         except Exception as exc:
             await self._fail(self._error(exc))
             return None

@@ -23,7 +23,10 @@ from voxgate.core.capabilities import (
     Int16Array,
     ReplyPiece,
     SpeechToText,
+    STTStream,
     TextToSpeech,
+    can_stream,
+    open_stt_stream,
 )
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import close_stream
@@ -303,10 +306,47 @@ class ResilientSTT(_Resilient):
         # No first-byte timeout: a transcription is one answer, not a stream.
         super().__init__(inner, policy, breaker, None, timeout_s_total, name=name)
         self.sample_rate_hz = inner.sample_rate_hz
+        self.streaming = can_stream(inner)
 
     async def transcribe(self, audio: Float32Array) -> str:
         result: str = await self.guard.call(lambda: self.inner.transcribe(audio))
         return result
+
+    async def open_stream(self) -> STTStream:
+        """Opening is retried like a call; once open, a failure is not (the audio already sent
+        cannot be replayed) but counts on the breaker, and ``finalize`` has the total timeout."""
+        stream: STTStream = await self.guard.call(lambda: open_stt_stream(self.inner))
+        return _GuardedStream(stream, self.guard)
+
+
+class _GuardedStream:
+    def __init__(self, inner: STTStream, guard: _Guard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def push(self, audio: Float32Array) -> None:
+        try:
+            await self._inner.push(audio)
+        except ProviderError:
+            self._guard.breaker.record_failure()
+            raise
+
+    def interim(self) -> AsyncIterator[str]:
+        return self._inner.interim()
+
+    async def finalize(self) -> str:
+        guard = self._guard
+        try:
+            async with guard._timeout(guard.timeout_s_total, "answered"):
+                text = await self._inner.finalize()
+        except ProviderError:
+            guard.breaker.record_failure()
+            raise
+        guard.breaker.record_success()
+        return text
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class ResilientLLM(_Resilient):

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from voxgate.core.capabilities import Float32Array
+from voxgate.core.capabilities import Float32Array, StreamingSpeechToText, can_stream
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode
 from voxgate.core.events import ErrorEvent, Event, SpeechStarted, SpeechStopped, Transcript
@@ -28,6 +28,7 @@ from voxgate.pipeline.endpointing import (
 from voxgate.pipeline.engines import Engines
 from voxgate.pipeline.history import Conversation
 from voxgate.pipeline.reply import Clock, ReplyContext, ReplyRequest, ReplyRun
+from voxgate.pipeline.stt_stream import UtteranceStream
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ class TurnSession:
         self._partial: asyncio.Task[None] | None = None
         self._interrupted: deque[int] = deque(maxlen=16)
         self._partial_from_ms = 0.0  # voiced audio at the last partial transcript
+        # A streaming STT hears each utterance as it is spoken (see pipeline/stt_stream.py).
+        self._streaming_stt: StreamingSpeechToText | None = (
+            engines.stt if can_stream(engines.stt) else None
+        )
+        self._stream: UtteranceStream | None = None
+        self._stream_closers: set[asyncio.Task[None]] = set()
 
     def set_vad_threshold(self, threshold: float) -> None:
         cfg = self._endpointer.config
@@ -150,6 +157,8 @@ class TurnSession:
         for chunk, probability in zip(chunks, probabilities, strict=True):
             self._chunk_index += 1
             self._recorder.add(self._chunk_index, chunk)
+            if self._stream is not None:
+                self._stream.push(chunk)
             was_voiced_at = self._endpointer.voiced_ms
             decisions = self._endpointer.feed(float(probability))
             if self._endpointer.in_speech and self._endpointer.voiced_ms > was_voiced_at:
@@ -222,6 +231,9 @@ class TurnSession:
                 await asyncio.gather(run.task, return_exceptions=True)
         if self._partial is not None:
             await asyncio.gather(self._partial, return_exceptions=True)
+        if self._stream is not None:
+            await self._stream.aclose()
+        await asyncio.gather(*self._stream_closers, return_exceptions=True)
         self._queue.put_nowait(None)  # the end
 
     # -- deciding ---------------------------------------------------------------------------
@@ -243,6 +255,7 @@ class TurnSession:
                 self._utterance += 1
                 self._partial_from_ms = 0.0
                 self._emit(SpeechStarted(at_ms=self._ms(first_chunk)))
+                self._open_stream()
             case SpeechPaused(last_voiced):
                 if self._pending is None and not self._ignoring and not self._blocked():
                     self._pending = self._start(self._request(last_voiced), committed=False)
@@ -250,25 +263,30 @@ class TurnSession:
                 if self._pending is not None:
                     self._pending.abandon()
                     self._pending = None
+                    if self._stream is not None:
+                        self._stream.resume()
             case TurnEnded(last_voiced, forced):
                 if self._ignoring or self._blocked():
                     # Even if the reply has ended meanwhile: this speech began over it.
                     self._ignoring = False
+                    self._end_stream(None)
                     self._recorder.stop()
                     return
                 self._emit(SpeechStopped(at_ms=self._ms(last_voiced + 1)))
                 self.interrupt()  # a short utterance that did not barge in still ends the old reply
                 pending, self._pending = self._pending, None
+                committed: ReplyRun | None = None
                 if not self._allowed():
                     if pending is not None:
                         pending.abandon()
                 elif pending is not None and not forced:
                     pending.commit()
-                    self._reply = pending
+                    self._reply = committed = pending
                 else:
                     if pending is not None:
                         pending.abandon()
-                    self._start(self._request(last_voiced), committed=True)
+                    committed = self._start(self._request(last_voiced), committed=True)
+                self._end_stream(committed)
                 self._recorder.stop()
 
     def _allowed(self) -> bool:
@@ -288,7 +306,37 @@ class TurnSession:
             turn_id=next(self._turn_ids),
             audio=self._recorder.audio_until(last_voiced),
             speech_end_at=self._last_voiced_at,
+            transcribe=self._stream.transcript() if self._stream is not None else None,
         )
+
+    def _open_stream(self) -> None:
+        """Speech began: a streaming STT starts hearing it, the pre-roll first."""
+        if self._streaming_stt is None:
+            return
+        self._end_stream(None)
+        utterance = self._utterance
+
+        def interim(text: str) -> None:
+            if text and self._partial_wanted(utterance):
+                self._emit(Transcript(text, final=False))
+
+        pre_roll = self._recorder.audio_until(self._chunk_index)
+        self._stream = UtteranceStream(self._streaming_stt, pre_roll, interim)
+
+    def _end_stream(self, committed: ReplyRun | None) -> None:
+        """The turn is over: the stream closes once ``committed`` has its transcript."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        closer = stream.end(committed.task if committed is not None else None)
+        self._stream_closers.add(closer)
+        closer.add_done_callback(self._stream_closers.discard)
+
+    def _partial_wanted(self, utterance: int) -> bool:
+        """A partial transcript of ``utterance`` still says something: it is the current one,
+        the user is still talking and no reply is being prepared."""
+        still_talking = self._endpointer.in_speech and self._pending is None
+        return utterance == self._utterance and still_talking and not self._closed
 
     def _start(self, request: ReplyRequest, *, committed: bool) -> ReplyRun:
         run = ReplyRun(request, self._context, committed=committed)
@@ -303,6 +351,8 @@ class TurnSession:
         endpointer = self._endpointer
         if not turn.partial_transcripts or not endpointer.in_speech or self._ignoring:
             return
+        if self._streaming_stt is not None:
+            return  # the stream's interim results are the partials
         if self._partial is not None and not self._partial.done():
             return
         if self._pending is not None or endpointer.voiced_ms - self._partial_from_ms < (
@@ -319,8 +369,7 @@ class TurnSession:
         except Exception:  # a partial is only a preview; the final transcript reports errors
             logger.debug("partial transcription failed", exc_info=True)
             return
-        still_talking = self._endpointer.in_speech and self._pending is None
-        if text and utterance == self._utterance and still_talking and not self._closed:
+        if text and self._partial_wanted(utterance):
             self._emit(Transcript(text, final=False))
 
     def _check_barge_in(self) -> None:

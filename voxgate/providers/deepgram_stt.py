@@ -1,6 +1,7 @@
 """STT provider for Deepgram's pre-recorded API: ``POST {base_url}/v1/listen`` with the utterance
 as a WAV body, ``Authorization: Token <key>``; the transcript is
-``results.channels[0].alternatives[0].transcript``.
+``results.channels[0].alternatives[0].transcript``. With ``stt.streaming`` it also streams
+(:meth:`DeepgramSTT.open_stream`, the live API in :mod:`voxgate.providers.deepgram_stream`).
 
 No retries here: a failure becomes a :class:`ProviderError` whose ``retryable`` tells the layer
 above (which owns retries and fallback) whether trying again may help.
@@ -16,6 +17,7 @@ import httpx
 from voxgate.core.capabilities import Float32Array
 from voxgate.core.config import STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
+from voxgate.providers.deepgram_stream import DeepgramStream, connect_stream, listen_url
 from voxgate.providers.http_api import HttpApi
 from voxgate.providers.pcm_http import wav_bytes
 
@@ -46,6 +48,22 @@ class DeepgramSTT:
         self._params = {"model": model, "smart_format": "true"}
         if settings.language:
             self._params["language"] = settings.language
+        self.streaming = settings.streaming
+        self._stream_url = listen_url(self._api.base_url, model, settings.language)
+        self._stream_headers = dict(settings.extra_headers)
+        if settings.api_key is not None:
+            self._stream_headers["Authorization"] = f"Token {settings.api_key.get_secret_value()}"
+        self._timeout_s = settings.timeout_s
+
+    async def open_stream(self) -> DeepgramStream:
+        """One live stream (``wss://.../v1/listen``) for one utterance."""
+        return await connect_stream(
+            self._stream_url,
+            self._stream_headers,
+            server=self._api.server,
+            scrub=self._api.snippet,
+            timeout_s=self._timeout_s,
+        )
 
     async def aclose(self) -> None:
         await self._api.aclose()
