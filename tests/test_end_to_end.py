@@ -12,7 +12,7 @@ from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.config import Settings
 from voxgate.core.errors import ErrorCode
 from voxgate.core.events import ReplyAudio, ReplyStarted, SpeechStarted, SpeechStopped, TurnDone
-from voxgate.evaluation import normalize_words, word_error_rate
+from voxgate.evaluation import character_error_rate, normalize_words, word_error_rate
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.drive import spoken_turn
 from voxgate.speech_corpus import INSTALL_HINT, librivox_clips
@@ -41,7 +41,10 @@ async def test_spoken_question_is_answered_and_the_reply_audio_says_the_reply_te
     assert result.reply_text.strip()
     assert result.sample_rate_hz == 24_000
     heard_back = await _transcribe_back(real_engines, result.pcm, result.sample_rate_hz)
-    assert word_error_rate(result.reply_text, heard_back) <= 0.35, (result.reply_text, heard_back)
+    assert character_error_rate(result.reply_text, heard_back) <= 0.25, (
+        result.reply_text,
+        heard_back,
+    )
 
     kinds = [type(event) for event in result.events]
     order = [SpeechStarted, SpeechStopped, ReplyStarted, ReplyAudio, TurnDone]

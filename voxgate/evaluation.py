@@ -35,3 +35,20 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
 def word_error_rate(reference: str, hypothesis: str) -> float:
     errors, words = word_errors(reference, hypothesis)
     return errors / max(1, words)
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Edit distance over the letters of the normalised words (spaces ignored), per reference
+    letter: fairer than WER on short replies, where one split word ("capital is" heard as
+    "capitalist") costs half the sentence."""
+    ref = "".join(normalize_words(reference))
+    hyp = "".join(normalize_words(hypothesis))
+    previous = list(range(len(hyp) + 1))
+    for i, ref_char in enumerate(ref, start=1):
+        current = [i] + [0] * len(hyp)
+        for j, hyp_char in enumerate(hyp, start=1):
+            current[j] = min(
+                previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_char != hyp_char)
+            )
+        previous = current
+    return previous[-1] / max(1, len(ref))
