@@ -231,3 +231,42 @@ async def test_a_record_the_database_refuses_is_dropped_and_the_rest_written(
     assert writer.dropped == 1 and writer.written == 2 and writer.healthy
     messages = await store.conversations.messages("c-1")
     assert [m.text for m in messages] == ["question 2", "answer 2"]
+
+
+async def test_an_interruption_marks_only_its_own_sessions_turn(store: Store) -> None:
+    """Turn numbers restart in every session of a conversation (B1 of the review)."""
+    device, _ = await store.devices.add("toy")
+    writer = store.writer
+    writer.submit(ConversationOpened("c-1", device.id, None, None, resumed=False))
+    writer.submit(_turn("c-1", device.id, 1, session_id="first"))
+    writer.submit(ConversationOpened("c-1", device.id, None, None, resumed=True))
+    writer.submit(_turn("c-1", device.id, 1, session_id="second"))
+    writer.submit(HeardUpdate("c-1", 1, "ans", "second"))
+    assert await writer.flush(10)
+    replies = [m for m in await store.conversations.messages("c-1") if m.role == "assistant"]
+    assert [(r.interrupted, r.heard_text) for r in replies] == [(False, None), (True, "ans")]
+
+
+async def test_migration_0002_keeps_messages_written_before_it(db_url: str) -> None:
+    database = Database(db_url)
+    try:
+        await database.upgrade("0001")
+        async with database.engine.begin() as connection:
+            await connection.exec_driver_sql(
+                "INSERT INTO devices (id, name, created_at) VALUES (1, 'old', 0)"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO conversations (id, device_id, started_at) VALUES ('c', 1, 0)"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO messages (conversation_id, turn_id, role, text, interrupted,"
+                " created_at) VALUES ('c', 1, 'user', 'hello', false, 1)"
+            )
+        await database.upgrade()
+        async with database.engine.connect() as connection:
+            rows = (await connection.exec_driver_sql("SELECT text, session_id FROM messages")).all()
+        assert [tuple(row) for row in rows] == [("hello", None)]
+        await database.downgrade("0001")
+        assert await database.revision() == "0001"
+    finally:
+        await database.close()

@@ -124,3 +124,33 @@ def test_a_meter_only_counts_inside_its_block() -> None:
         report_tokens(3, 4)
     assert current_meter() is None
     assert meter.reported_tokens == (3, 4)
+
+
+async def test_an_interrupted_reply_bills_its_cancelled_calls_after_the_turn(
+    tmp_path: Path,
+) -> None:
+    """The TurnDone of an interrupted reply goes out at once; what the cancelled LLM had written
+    by then is billed just after, as LateUsage (found in review: it was lost)."""
+    from tests.fakes import EventLog, FakeLLM, Fakes
+    from voxgate.core.events import LateUsage, ReplyTextDelta
+    from voxgate.pipeline.engines import LimitedLLM
+    from voxgate.pipeline.metering import MeteredLLM
+
+    fakes = Fakes(llm=FakeLLM(["One two three. " * 3] * 40, delay_s=0.05))
+    engines = fakes.engines()
+    engines.llm = LimitedLLM(MeteredLLM(fakes.llm, "fake", "slow", Price()), 1)
+    session = TurnSession(engines, TurnSettings(), CharacterSettings(system_prompt="Be."))
+    log = EventLog(session)
+    try:
+        await session.say("Count slowly")
+        await log.wait_for_event(ReplyTextDelta, count=3)
+        session.interrupt()
+        done = await log.wait_for_event(TurnDone)
+        late = await log.wait_for_event(LateUsage)
+    finally:
+        await session.close()
+        engines.close()
+    assert done.interrupted
+    assert all(record.capability != "llm" for record in done.usage)
+    (llm,) = [record for record in late.usage if record.capability == "llm"]
+    assert late.turn_id == done.turn_id and llm.tokens_out > 0

@@ -306,14 +306,14 @@ class Settings(BaseSettings):
     """Speech-to-speech instead of the cascade: every session of every protocol talks to one
     upstream Realtime connection of its own (``VOXGATE_REALTIME__API_KEY``...)."""
     database_url: str | None = None
-    """Shorthand for ``database.url`` (``VOXGATE_DATABASE_URL``)."""
+    """Shorthand for ``database.url`` (``VOXGATE_DATABASE_URL``); wins over it when set."""
     prices: dict[str, Price] = Field(default_factory=default_prices)
     """Keyed ``"provider/model"`` (TTS: ``"provider/model"`` or ``"provider/voice"``); merged over
     the defaults, so a config lists only what it changes."""
 
     @model_validator(mode="after")
     def _database_url_shorthand(self) -> Settings:
-        if self.database_url is not None and self.database.url is None:
+        if self.database_url is not None:  # the environment's shorthand beats the file
             self.database = self.database.model_copy(update={"url": self.database_url})
         return self
 

@@ -120,6 +120,15 @@ class TurnDone:
 
 
 @dataclass(frozen=True, slots=True)
+class LateUsage:
+    """Usage of turn ``turn_id`` that came in after its TurnDone: an interrupted reply's engine
+    calls finish (and are billed) just after the interruption is reported. Not for devices."""
+
+    turn_id: int
+    usage: tuple[EngineUsage, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEndRequested:
     """The assistant ended the conversation (its LLM called ``end_session``) after reply
     ``turn_id``; transports close the session once that reply has been sent."""
@@ -145,6 +154,7 @@ Event = (
     | ReplyAudio
     | Interrupted
     | TurnDone
+    | LateUsage
     | SessionEndRequested
     | ErrorEvent
 )

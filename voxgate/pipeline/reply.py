@@ -22,6 +22,7 @@ from voxgate.core.events import (
     ErrorEvent,
     Event,
     Interrupted,
+    LateUsage,
     ReplyAudio,
     ReplyStarted,
     ReplyTextDelta,
@@ -89,6 +90,7 @@ class ReplyRun:
         self._stamps: dict[str, float] = {}
         self._created_at = context.clock()
         self._meter = UsageMeter()
+        self._usage_reported = 0  # meter records already sent in the TurnDone
         self.task = asyncio.create_task(self._guarded(), name=f"voxgate-reply-{request.turn_id}")
 
     @property
@@ -135,6 +137,8 @@ class ReplyRun:
         self._ctx.sink(Interrupted(self.request.turn_id, heard))
         if not self._done_sent:
             self._send_done(heard, interrupted=True)
+            # The cancelled LLM and TTS calls bill what they did as they unwind.
+            self.task.add_done_callback(lambda _: self._report_late_usage())
 
     # -- the work -------------------------------------------------------------------------
 
@@ -307,8 +311,14 @@ class ReplyRun:
         logger.error("engine failed in turn %d", self.request.turn_id, exc_info=exc)
         return ErrorEvent(ErrorCode.INTERNAL, f"engine failed: {exc}", self.request.turn_id)
 
+    def _report_late_usage(self) -> None:
+        late = tuple(self._meter.records[self._usage_reported :])
+        if late:
+            self._ctx.sink(LateUsage(self.request.turn_id, late))
+
     def _send_done(self, reply_text: str, *, interrupted: bool) -> None:
         self._done_sent = True
+        self._usage_reported = len(self._meter.records)
         self._ctx.sink(
             TurnDone(
                 turn_id=self.request.turn_id,

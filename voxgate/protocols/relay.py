@@ -25,6 +25,7 @@ from voxgate.core.events import (
     ErrorEvent,
     Event,
     Interrupted,
+    LateUsage,
     ReplyAudio,
     ReplyStarted,
     ReplyTextDelta,
@@ -433,6 +434,8 @@ class RelayEncoder:
                 return [Outbound(error_message(code, message, turn_id=turn_id))]
             case SessionEndRequested():
                 return [Outbound(session_end_message("assistant"))]
+            case LateUsage():
+                return []  # kept by the server, not the device's business
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
     @staticmethod

@@ -106,6 +106,9 @@ class ServerContext:
                 raise
             logger.warning("device %s has character %r, which is gone", device.name, slug)
             return CharacterChoice(self.settings.character, None)
+        except Exception as exc:  # the database is away: talk as the default character
+            logger.warning("cannot read character %r (%s); using the default", slug, exc)
+            return CharacterChoice(self.settings.character, None)
         settings = self.settings.character.model_copy(
             update={
                 "name": character.name,
@@ -135,8 +138,11 @@ class ServerContext:
         conversation_id, resumed = new_conversation_id(), False
         try:
             async with asyncio.timeout(HISTORY_TIMEOUT_S):
-                # The device's previous session may have just ended: its last turns first.
-                await self.store.writer.flush()
+                # The device's previous session may have just ended: its last turns first (not
+                # what others queue meanwhile; not at all while the database is away).
+                writer = self.store.writer
+                if writer.healthy:
+                    await writer.wait_written(writer.last_ticket, HISTORY_TIMEOUT_S / 2)
                 earlier = await self.store.conversations.latest(
                     device.id, character.character_id, turn.max_history_turns
                 )
@@ -188,7 +194,8 @@ class ServerContext:
         it (a crash right after loses nothing it saw finish). Bounded: with the database away,
         the turn waits in the queue and the device is told anyway."""
         recorder = self._recorders.get(session)
-        if recorder is not None:
+        # With the database away, waiting would only hold back the device's next events.
+        if recorder is not None and self.store.writer.healthy:
             await self.store.writer.wait_written(
                 recorder.ticket(turn_id), self.settings.database.durable_wait_s
             )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import asdict
 
-from voxgate.core.events import ErrorEvent, Event, Interrupted, TurnDone
+from voxgate.core.events import ErrorEvent, Event, Interrupted, LateUsage, TurnDone
 from voxgate.pipeline.history import Exchange
 from voxgate.store.records import Message
 from voxgate.store.writer import (
@@ -15,6 +16,7 @@ from voxgate.store.writer import (
     HeardUpdate,
     TurnRecord,
     TurnWriter,
+    UsageRecord,
 )
 
 
@@ -51,10 +53,12 @@ class ConversationRecorder:
         resumed: bool,
     ) -> None:
         self.conversation_id = conversation_id
+        self.session_id = str(uuid.uuid4())
         self._writer = writer
         self._device_id = device_id
         self._user_id = user_id
         self._tickets: dict[int, int] = {}  # turn id → write-queue ticket
+        self._turn_at: dict[int, float] = {}  # turn id → when it was written
         writer.submit(
             ConversationOpened(conversation_id, device_id, user_id, character_id, resumed=resumed)
         )
@@ -62,9 +66,11 @@ class ConversationRecorder:
     def __call__(self, event: Event) -> None:
         match event:
             case TurnDone():
+                at = self._turn_at[event.turn_id] = time.time()
                 self._tickets[event.turn_id] = self._writer.submit(
                     TurnRecord(
                         conversation_id=self.conversation_id,
+                        session_id=self.session_id,
                         device_id=self._device_id,
                         user_id=self._user_id,
                         turn_id=event.turn_id,
@@ -76,11 +82,24 @@ class ConversationRecorder:
                         interrupted=event.interrupted,
                         timings=asdict(event.timings),
                         usage=event.usage,
+                        at=at,
+                    )
+                )
+            case LateUsage(turn_id, usage) if turn_id in self._turn_at:
+                self._writer.submit(
+                    UsageRecord(
+                        self.conversation_id,
+                        self._device_id,
+                        self._user_id,
+                        usage,
+                        self._turn_at[turn_id],
                     )
                 )
             case Interrupted(turn_id, heard_text) if turn_id in self._tickets:
                 # Cut short while still playing, after the turn was written.
-                self._writer.submit(HeardUpdate(self.conversation_id, turn_id, heard_text))
+                self._writer.submit(
+                    HeardUpdate(self.conversation_id, turn_id, heard_text, self.session_id)
+                )
             case ErrorEvent():
                 self._writer.submit(
                     ErrorRecord(self._device_id, self.conversation_id, event.code, event.message)

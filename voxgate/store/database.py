@@ -64,7 +64,13 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {}
         if not self.is_sqlite:
-            options = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+            options = {
+                "pool_size": 10,
+                "max_overflow": 10,
+                "pool_pre_ping": True,
+                # A silent host fails in seconds, not asyncpg's default minute.
+                "connect_args": {"timeout": 5, "command_timeout": 30},
+            }
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

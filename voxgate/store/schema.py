@@ -97,6 +97,8 @@ class MessageRow(Base):
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
+    session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """The session it was said in (a conversation resumed spans several; None before 0002)."""
     turn_id: Mapped[int] = mapped_column(Integer)
     """The turn's number within its session (both messages of a turn share it)."""
     role: Mapped[str] = mapped_column(String(16))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, insert, update
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from voxgate.core.usage import EngineUsage
@@ -64,7 +64,21 @@ class TurnRecord:
     interrupted: bool
     timings: dict[str, Any]
     usage: tuple[EngineUsage, ...]
+    session_id: str = ""
+    """The session it was said in: turn numbers restart in each, and a conversation spans many."""
     at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """Usage of a turn already written: engine calls that ended after it was reported (the
+    LLM and TTS of an interrupted reply). ``at`` is the turn's, so it counts as that turn."""
+
+    conversation_id: str
+    device_id: int
+    user_id: int | None
+    usage: tuple[EngineUsage, ...]
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,7 @@ class HeardUpdate:
     conversation_id: str
     turn_id: int
     heard_text: str
+    session_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +100,12 @@ class ErrorRecord:
     at: float = field(default_factory=time.time)
 
 
-Record = ConversationOpened | ConversationClosed | TurnRecord | HeardUpdate | ErrorRecord
+DROPPED = -1
+"""The ticket of a record the full queue could not take."""
+
+Record = (
+    ConversationOpened | ConversationClosed | TurnRecord | UsageRecord | HeardUpdate | ErrorRecord
+)
 
 
 class TurnWriter:
@@ -127,12 +147,12 @@ class TurnWriter:
     def submit(self, record: Record) -> int:
         """Queue ``record``; returns at once, with a ticket for :meth:`wait_written`. Full (the
         database has been away a long time): the record is dropped and counted, so memory stays
-        bounded."""
+        bounded, and its ticket (-1) is never written."""
         if len(self._queue) >= self._max_queued:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error("write queue full: %d records dropped so far", self.dropped)
-            return 0
+            return DROPPED
         self._queue.append(record)
         self._submitted += 1
         self._idle.clear()
@@ -141,6 +161,8 @@ class TurnWriter:
 
     async def wait_written(self, ticket: int, timeout_s: float) -> bool:
         """Until the record of ``ticket`` is written (or refused); False after ``timeout_s``."""
+        if ticket == DROPPED:
+            return False
         if ticket <= self._done:
             return True
         future = asyncio.get_running_loop().create_future()
@@ -168,6 +190,11 @@ class TurnWriter:
             else:
                 waiting.append((ticket, future))
         self._waiters = waiting
+
+    @property
+    def last_ticket(self) -> int:
+        """The ticket of the newest record queued so far (0: none yet)."""
+        return self._submitted
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until everything queued so far is written; False if ``timeout_s`` passed first
@@ -250,10 +277,9 @@ class TurnWriter:
 
 def _refused(exc: BaseException) -> bool:
     """The database (or our own code) refuses these records: retrying will not help. Anything
-    else (connection refused, timeouts, a server restarting) is worth retrying."""
-    if isinstance(exc, IntegrityError | DataError):
-        return True
-    return not isinstance(exc, DBAPIError | OSError | TimeoutError)
+    else (connection refused, timeouts, a pool exhausted, a server restarting) is worth
+    retrying."""
+    return isinstance(exc, IntegrityError | DataError | TypeError | ValueError | KeyError)
 
 
 async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
@@ -278,16 +304,9 @@ async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
                 reopened.append(record.conversation_id)
             case TurnRecord():
                 messages.extend(_messages(record))
-                usage.extend(
-                    {
-                        **asdict(engine),
-                        "conversation_id": record.conversation_id,
-                        "device_id": record.device_id,
-                        "user_id": record.user_id,
-                        "created_at": record.at,
-                    }
-                    for engine in record.usage
-                )
+                usage.extend(_usage_rows(record))
+            case UsageRecord():
+                usage.extend(_usage_rows(record))
             case ErrorRecord():
                 errors.append(
                     {
@@ -315,6 +334,7 @@ async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
                     update(_MESSAGES)
                     .where(
                         _MESSAGES.c.conversation_id == record.conversation_id,
+                        _MESSAGES.c.session_id == record.session_id,
                         _MESSAGES.c.turn_id == record.turn_id,
                         _MESSAGES.c.role == "assistant",
                     )
@@ -328,6 +348,22 @@ async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
                 )
 
 
+def _usage_rows(record: TurnRecord | UsageRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            **asdict(engine),
+            # PostgreSQL enforces the column widths (a GGUF path can be long).
+            "provider": engine.provider[:64],
+            "model": engine.model[:200],
+            "conversation_id": record.conversation_id,
+            "device_id": record.device_id,
+            "user_id": record.user_id,
+            "created_at": record.at,
+        }
+        for engine in record.usage
+    ]
+
+
 def _messages(turn: TurnRecord) -> list[dict[str, Any]]:
     stt_audio = sum(u.audio_s for u in turn.usage if u.capability == "stt")
     tts_audio = sum(u.audio_s for u in turn.usage if u.capability == "tts")
@@ -336,6 +372,7 @@ def _messages(turn: TurnRecord) -> list[dict[str, Any]]:
         rows.append(
             {
                 "conversation_id": turn.conversation_id,
+                "session_id": turn.session_id,
                 "turn_id": turn.turn_id,
                 "role": "user",
                 "text": turn.user_text,
@@ -349,6 +386,7 @@ def _messages(turn: TurnRecord) -> list[dict[str, Any]]:
     rows.append(
         {
             "conversation_id": turn.conversation_id,
+            "session_id": turn.session_id,
             "turn_id": turn.turn_id,
             "role": "assistant",
             "text": turn.reply_text,
