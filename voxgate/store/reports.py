@@ -6,6 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -41,11 +42,26 @@ class Reports:
         self, *, user: str | None = None, since: float | None = None
     ) -> list[UsageSummary]:
         """Per user and day: turns, audio minutes, tokens, characters, compute time and cost.
-        Audio minutes count both ways: speech transcribed and speech synthesised."""
+        Audio minutes count both ways: speech transcribed and speech synthesised.
+
+        Summed by the database: the admin page asks every few seconds, and rows must not be
+        carried into Python (on the event loop every session's audio shares)."""
+        day = self._day(UsageRow.created_at).label("day")
         query = (
-            select(UsageRow, UserRow.name)
+            select(
+                day,
+                UserRow.name,
+                # The usage rows of one turn share its time.
+                func.count(func.distinct(UsageRow.created_at)),
+                func.sum(UsageRow.audio_s),
+                func.sum(UsageRow.tokens_in),
+                func.sum(UsageRow.tokens_out),
+                func.sum(UsageRow.characters),
+                func.sum(UsageRow.compute_s),
+                func.sum(UsageRow.cost_usd),
+            )
             .outerjoin(UserRow, UsageRow.user_id == UserRow.id)
-            .order_by(UsageRow.created_at)
+            .group_by(day, UserRow.name)
         )
         if since is not None:
             query = query.where(UsageRow.created_at >= since)
@@ -56,33 +72,27 @@ class Reports:
                     raise NotFoundError(f"no user named {user!r}")
                 query = query.where(UsageRow.user_id == user_id)
             rows = (await session.execute(query)).all()
-        sums: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        turns: dict[tuple[str, str], set[tuple[str | None, float]]] = defaultdict(set)
-        for row, user_name in rows:
-            key = (day_of(row.created_at), user_name or NO_USER)
-            total = sums[key]
-            total["audio_s"] += row.audio_s
-            total["tokens_in"] += row.tokens_in
-            total["tokens_out"] += row.tokens_out
-            total["characters"] += row.characters
-            total["compute_s"] += row.compute_s
-            total["cost_usd"] += row.cost_usd
-            # The usage rows of one turn share its conversation and time.
-            turns[key].add((row.conversation_id, row.created_at))
-        return [
+        summaries = [
             UsageSummary(
-                day=day,
-                user=name,
-                turns=len(turns[(day, name)]),
-                audio_minutes=round(total["audio_s"] / 60, 3),
-                tokens_in=int(total["tokens_in"]),
-                tokens_out=int(total["tokens_out"]),
-                characters=int(total["characters"]),
-                compute_s=round(total["compute_s"], 3),
-                cost_usd=round(total["cost_usd"], 6),
+                day=str(day_name),
+                user=name or NO_USER,
+                turns=int(turns),
+                audio_minutes=round(float(audio_s or 0) / 60, 3),
+                tokens_in=int(tokens_in or 0),
+                tokens_out=int(tokens_out or 0),
+                characters=int(characters or 0),
+                compute_s=round(float(compute_s or 0), 3),
+                cost_usd=round(float(cost or 0), 6),
             )
-            for (day, name), total in sorted(sums.items())
+            for day_name, name, turns, audio_s, tokens_in, tokens_out, characters, compute_s, cost in rows
         ]
+        return sorted(summaries, key=lambda s: (s.day, s.user))
+
+    def _day(self, column: Any) -> Any:
+        """The UTC day of an epoch-seconds column, as YYYY-MM-DD, in this database's dialect."""
+        if self._db.is_sqlite:
+            return func.strftime("%Y-%m-%d", column, "unixepoch")
+        return func.to_char(func.timezone("UTC", func.to_timestamp(column)), "YYYY-MM-DD")
 
     async def latency(self, *, since: float | None = None) -> list[dict[str, object]]:
         """Per day: p50 and p95 of each stage of the turns' timings (milliseconds)."""
