@@ -154,3 +154,26 @@ async def test_an_interrupted_reply_bills_its_cancelled_calls_after_the_turn(
     assert all(record.capability != "llm" for record in done.usage)
     (llm,) = [record for record in late.usage if record.capability == "llm"]
     assert late.turn_id == done.turn_id and llm.tokens_out > 0
+
+
+async def test_a_cloud_engine_is_priced_under_its_own_default_model(tmp_path: Path) -> None:
+    """The settings' model defaults name the local models; Deepgram's own default is billed."""
+    from pydantic import SecretStr
+
+    from voxgate.pipeline.metering import MeteredSTT, MeteredTTS
+
+    settings = Settings(
+        data_dir=tmp_path,
+        vad=VADSettings(provider="standin"),
+        stt=STTSettings(provider="deepgram", api_key=SecretStr("k")),
+        llm=LLMSettings(provider="standin"),
+        tts=TTSSettings(provider="deepgram", api_key=SecretStr("k")),
+    )
+    engines = load_engines(settings, ModelStore(settings.models_dir))
+    try:
+        stt, tts = engines.stt.inner, engines.tts.inner  # type: ignore[attr-defined]
+        assert isinstance(stt, MeteredSTT) and isinstance(tts, MeteredTTS)
+        assert (stt.model, stt.price.per_audio_minute) == ("nova-3", 0.0043)
+        assert (tts.model, tts.price.per_million_characters) == ("aura-2-thalia-en", 30.0)
+    finally:
+        await engines.aclose()

@@ -156,7 +156,11 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         policy = RetryPolicy(**section.retry.model_dump())
         breaker = CircuitBreaker(**section.breaker.model_dump())
         name = f"{capability} {section.provider}"
-        model = (section.model or section.voice) if capability == "tts" else section.model
+        # The engine's own model when it has one (cloud engines have defaults of their own; the
+        # settings' defaults name the local models).
+        model = getattr(engine, "model", None)
+        if not isinstance(model, str):
+            model = (section.model or section.voice) if capability == "tts" else section.model
         price = settings.prices.get(f"{section.provider}/{model}", Price())
         if capability == "stt":
             resilient_stt = ResilientSTT(

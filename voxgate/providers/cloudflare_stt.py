@@ -44,6 +44,7 @@ class CloudflareSTT:
             key_required=True,
         )
         self._model = settings.model if "model" in settings.model_fields_set else DEFAULT_MODEL
+        self.model = self._model  # what is billed
         self._url = self._api.url(f"/{self._model}")
         self._language = settings.language
 

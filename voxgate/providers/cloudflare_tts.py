@@ -44,7 +44,8 @@ class CloudflareTTS:
             example_url=EXAMPLE_BASE_URL,
             key_required=True,
         )
-        self._url = self._api.url(f"/{settings.model or DEFAULT_MODEL}")
+        self.model = settings.model or DEFAULT_MODEL  # what is billed
+        self._url = self._api.url(f"/{self.model}")
         self._options: dict[str, Any] = {
             "encoding": "linear16",
             "container": "none",

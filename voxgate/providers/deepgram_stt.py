@@ -45,6 +45,7 @@ class DeepgramSTT:
         )
         self._url = self._api.url("/v1/listen")
         model = settings.model if "model" in settings.model_fields_set else DEFAULT_MODEL
+        self.model = model  # what is billed (the settings' default names a local model)
         self._params = {"model": model, "smart_format": "true"}
         if settings.language:
             self._params["language"] = settings.language

@@ -34,8 +34,9 @@ class DeepgramTTS:
             key_required=True,
         )
         self._url = self._api.url("/v1/speak")
+        self.model = settings.model or DEFAULT_MODEL  # what is billed
         self._params = {
-            "model": settings.model or DEFAULT_MODEL,
+            "model": self.model,
             "encoding": "linear16",
             "sample_rate": str(self.sample_rate_hz),
             "container": "none",

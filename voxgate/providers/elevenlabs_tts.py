@@ -42,6 +42,7 @@ class ElevenLabsTTS:
         )
         self._voice = settings.voice if "voice" in settings.model_fields_set else DEFAULT_VOICE
         self._model = settings.model or DEFAULT_MODEL
+        self.model = self._model  # what is billed
         self._params = {"output_format": f"pcm_{self.sample_rate_hz}"}
 
     async def aclose(self) -> None:

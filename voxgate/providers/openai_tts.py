@@ -29,6 +29,7 @@ class OpenAICompatibleTTS:
 
     def __init__(self, settings: TTSSettings) -> None:
         self._settings = settings
+        self.model = settings.model or DEFAULT_MODEL  # what is billed
         self._api = HttpApi("tts", settings, code=ErrorCode.TTS_FAILED)
         self._url = self._api.url("/audio/speech")
         self._min_chunk_bytes = self.sample_rate_hz * MIN_CHUNK_MS // 1000 * 2
