@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from voxgate.core.config import Settings
+from voxgate.server.auth import bearer_token
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -52,8 +53,7 @@ async def admin_page(request: Request) -> Response:
 async def characters(request: Request) -> Response:
     """The stored characters, for any device token or the admin token (the picker)."""
     ctx = request.app.state.ctx
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    device = await ctx.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    device = await ctx.authenticate(bearer_token(request.headers))
     if device is None:
         return JSONResponse(
             {"error": {"code": "unauthorized", "message": "a device or admin token is required"}},

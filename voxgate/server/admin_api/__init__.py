@@ -24,6 +24,7 @@ from voxgate.core.errors import ConfigError, NotFoundError, StoreError
 from voxgate.server.admin_api import _handlers as h
 from voxgate.server.admin_api._handlers import AdminContext, Handler
 from voxgate.server.admin_api._input import ApiError
+from voxgate.server.auth import bearer_token
 from voxgate.store.devices import same_secret
 
 logger = logging.getLogger(__name__)
@@ -91,10 +92,10 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 def _authorized(request: Request, settings: Settings) -> bool:
     expected = settings.server.admin_token
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if expected is None or scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers)
+    if expected is None or token is None:
         return False
-    return same_secret(token.strip(), expected.get_secret_value())
+    return same_secret(token, expected.get_secret_value())
 
 
 __all__ = ["AdminContext", "routes"]

@@ -29,6 +29,7 @@ from voxgate.core.config import Settings
 from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, StoreError
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import elato
+from voxgate.server.auth import bearer_token
 from voxgate.server.context import CharacterChoice, ServerContext
 from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
 from voxgate.store.devices import normalize_mac
@@ -126,12 +127,12 @@ async def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str:
     secret = ctx.settings.server.jwt_secret
     if secret is None:
         return "ElatoAI tokens are disabled (server.jwt_secret is not set)"
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(websocket.headers)
+    if token is None:
         return "missing Authorization: Bearer <token>"
     try:
         mac = normalize_mac(websocket.headers.get("x-device-mac", ""))
-        claims = elato.verify_token(secret.get_secret_value(), token.strip(), mac=mac)
+        claims = elato.verify_token(secret.get_secret_value(), token, mac=mac)
     except (ProtocolError, ConfigError) as exc:
         return str(exc)
     try:

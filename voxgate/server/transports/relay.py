@@ -33,6 +33,7 @@ from voxgate.protocols.relay import (
     TextInput,
     TurnDetection,
 )
+from voxgate.server.auth import bearer_token
 from voxgate.server.context import CharacterChoice, ServerContext
 from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
 from voxgate.store.records import Device
@@ -121,10 +122,7 @@ async def relay_endpoint(websocket: WebSocket) -> None:
 
 
 def _request_token(websocket: WebSocket) -> str | None:
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return websocket.query_params.get("token") or None
+    return bearer_token(websocket.headers) or websocket.query_params.get("token") or None
 
 
 async def _receive(ctx: ServerContext, websocket: WebSocket, decoder: RelayDecoder) -> Received:
