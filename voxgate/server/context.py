@@ -16,6 +16,7 @@ from voxgate.server.metrics import Metrics
 from voxgate.server.ratelimit import RateLimiter
 from voxgate.server.recording import ConversationRecorder, exchanges_of, new_conversation_id
 from voxgate.store import Store
+from voxgate.store.conversations import Resumed
 from voxgate.store.devices import same_secret, token_hash
 from voxgate.store.records import Device
 
@@ -136,19 +137,11 @@ class ServerContext:
             character = await self.character_for(device)
         history = Conversation(turn.max_history_turns)
         conversation_id, resumed = new_conversation_id(), False
-        try:
-            async with asyncio.timeout(HISTORY_TIMEOUT_S):
-                # The device's previous session may have just ended: its last turns first (not
-                # what others queue meanwhile; not at all while the database is away).
-                writer = self.store.writer
-                if writer.healthy:
-                    await writer.wait_written(writer.last_ticket, HISTORY_TIMEOUT_S / 2)
-                earlier = await self.store.conversations.latest(
-                    device.id, character.character_id, turn.max_history_turns
-                )
-        except Exception as exc:
-            logger.warning("starting %s without its history: %s", device.name, exc)
-            earlier = None
+        earlier = None
+        # Every device using the shared token is "shared-token": one device's conversation must
+        # not reach another's prompt, so those sessions start fresh.
+        if device.name != SHARED_TOKEN_DEVICE:
+            earlier = await self._earlier(device, character, turn)
         if earlier is not None:
             conversation_id, resumed = earlier.conversation_id, True
             history.exchanges = exchanges_of(earlier.messages)[-turn.max_history_turns :]
@@ -188,6 +181,24 @@ class ServerContext:
         self._recorders[session] = recorder
         self._devices_of[session] = device.id
         return session
+
+    async def _earlier(
+        self, device: Device, character: CharacterChoice, turn: TurnSettings
+    ) -> Resumed | None:
+        """The device's last conversation with this character, if it can be had in time."""
+        try:
+            async with asyncio.timeout(HISTORY_TIMEOUT_S):
+                # The device's previous session may have just ended: its last turns first (not
+                # what others queue meanwhile; not at all while the database is away).
+                writer = self.store.writer
+                if writer.healthy:
+                    await writer.wait_written(writer.last_ticket, HISTORY_TIMEOUT_S / 2)
+                return await self.store.conversations.latest(
+                    device.id, character.character_id, turn.max_history_turns
+                )
+        except Exception as exc:
+            logger.warning("starting %s without its history: %s", device.name, exc)
+            return None
 
     async def turn_written(self, session: VoiceSession, turn_id: int) -> None:
         """Until the turn is in the database, so that a device told a turn is done can rely on
