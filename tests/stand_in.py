@@ -328,3 +328,19 @@ async def tts_fails(
     assert info.value.code is ErrorCode.TTS_FAILED
     assert api_key not in str(info.value)
     return info.value
+
+
+async def audio_comes_before_the_reply_is_complete(tts: TextToSpeech, server: StandIn) -> None:
+    """Against the ``gated`` scenario: the first chunk arrives while the server still holds the
+    rest, and all of it together is the sentence's audio, exactly."""
+    text = "A long sentence, spoken slowly."
+    chunks = tts.synthesize(text)
+    try:
+        first = await asyncio.wait_for(anext(chunks), 2)  # the server is still holding the rest
+        assert 1200 <= len(first) <= 2400
+        server.release.set()
+        rest = [chunk async for chunk in chunks]
+    finally:
+        server.release.set()
+        await chunks.aclose()  # type: ignore[attr-defined]
+    assert np.array_equal(np.concatenate([first, *rest]), sine_speech(text, 24_000))

@@ -11,7 +11,6 @@ and ``CLOUDFLARE_ACCOUNT_ID`` are set.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -33,6 +32,7 @@ from tests.stand_in import (
     Request,
     Sleeps,
     StandIn,
+    audio_comes_before_the_reply_is_complete,
     closed_port_url,
     common_fault,
     retry_policy,
@@ -318,17 +318,7 @@ async def test_tts_json_without_audio_is_final_stand_in(
 
 
 async def test_tts_yields_audio_before_the_reply_is_complete_stand_in(make: _Made) -> None:
-    text = "A long sentence, spoken slowly."
-    chunks = make.tts("gated").synthesize(text)
-    try:
-        first = await asyncio.wait_for(anext(chunks), 2)
-        assert 1200 <= len(first) <= 2400
-        make.server.release.set()
-        rest = [chunk async for chunk in chunks]
-    finally:
-        make.server.release.set()
-        await chunks.aclose()  # type: ignore[attr-defined]
-    assert np.array_equal(np.concatenate([first, *rest]), sine_speech(text, 24_000))
+    await audio_comes_before_the_reply_is_complete(make.tts("gated"), make.server)
 
 
 async def test_tts_of_blank_text_makes_no_request_stand_in(make: _Made) -> None:

@@ -26,6 +26,7 @@ from tests.stand_in import (
     Request,
     Sleeps,
     StandIn,
+    audio_comes_before_the_reply_is_complete,
     closed_port_url,
     common_fault,
     retry_policy,
@@ -158,17 +159,7 @@ async def test_defaults_flash_model_and_premade_voice_stand_in(stand_in: StandIn
 
 
 async def test_yields_audio_before_the_reply_is_complete_stand_in(make: _Made) -> None:
-    text = "A long sentence, spoken slowly."
-    chunks = make.tts("gated").synthesize(text)
-    try:
-        first = await asyncio.wait_for(anext(chunks), 2)  # the server is still holding the rest
-        assert 1200 <= len(first) <= 2400
-        make.server.release.set()
-        rest = [chunk async for chunk in chunks]
-    finally:
-        make.server.release.set()
-        await chunks.aclose()  # type: ignore[attr-defined]
-    assert np.array_equal(np.concatenate([first, *rest]), sine_speech(text, 24_000))
+    await audio_comes_before_the_reply_is_complete(make.tts("gated"), make.server)
 
 
 async def test_blank_text_makes_no_request_stand_in(make: _Made) -> None:

@@ -18,7 +18,7 @@ import httpx
 from voxgate.core.capabilities import Float32Array
 from voxgate.core.config import STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
-from voxgate.providers.http_api import HttpApi
+from voxgate.providers.http_api import HttpApi, own_default
 from voxgate.providers.pcm_http import wav_bytes
 
 EXAMPLE_BASE_URL = "https://api.cloudflare.com/client/v4/accounts/ACCOUNT_ID/ai/run"
@@ -43,9 +43,8 @@ class CloudflareSTT:
             example_url=EXAMPLE_BASE_URL,
             key_required=True,
         )
-        self._model = settings.model if "model" in settings.model_fields_set else DEFAULT_MODEL
-        self.model = self._model  # what is billed
-        self._url = self._api.url(f"/{self._model}")
+        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self._url = self._api.url(f"/{self.model}")
         self._language = settings.language
 
     async def aclose(self) -> None:
@@ -56,7 +55,7 @@ class CloudflareSTT:
             return ""
         wav = wav_bytes(audio, self.sample_rate_hz)
         try:
-            if self._model in _JSON_MODELS:
+            if self.model in _JSON_MODELS:
                 body: dict[str, str] = {"audio": base64.b64encode(wav).decode("ascii")}
                 if self._language:
                     body["language"] = self._language

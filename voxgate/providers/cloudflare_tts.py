@@ -21,7 +21,7 @@ import httpx
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.config import TTSSettings
 from voxgate.core.errors import ErrorCode, ProviderError
-from voxgate.providers.http_api import HttpApi
+from voxgate.providers.http_api import HttpApi, own_default
 from voxgate.providers.pcm_http import no_audio, pcm_chunks, samples
 
 EXAMPLE_BASE_URL = "https://api.cloudflare.com/client/v4/accounts/ACCOUNT_ID/ai/run"
@@ -44,7 +44,7 @@ class CloudflareTTS:
             example_url=EXAMPLE_BASE_URL,
             key_required=True,
         )
-        self.model = settings.model or DEFAULT_MODEL  # what is billed
+        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
         self._url = self._api.url(f"/{self.model}")
         self._options: dict[str, Any] = {
             "encoding": "linear16",

@@ -18,7 +18,7 @@ from voxgate.core.capabilities import Float32Array
 from voxgate.core.config import STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.deepgram_stream import DeepgramStream, connect_stream, listen_url
-from voxgate.providers.http_api import HttpApi
+from voxgate.providers.http_api import HttpApi, own_default
 from voxgate.providers.pcm_http import wav_bytes
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
@@ -44,13 +44,12 @@ class DeepgramSTT:
             key_required=True,
         )
         self._url = self._api.url("/v1/listen")
-        model = settings.model if "model" in settings.model_fields_set else DEFAULT_MODEL
-        self.model = model  # what is billed (the settings' default names a local model)
-        self._params = {"model": model, "smart_format": "true"}
+        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self._params = {"model": self.model, "smart_format": "true"}
         if settings.language:
             self._params["language"] = settings.language
         self.streaming = settings.streaming
-        self._stream_url = listen_url(self._api.base_url, model, settings.language)
+        self._stream_url = listen_url(self._api.base_url, self.model, settings.language)
         self._stream_headers = dict(settings.extra_headers)
         if settings.api_key is not None:
             self._stream_headers["Authorization"] = f"Token {settings.api_key.get_secret_value()}"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.config import TTSSettings
 from voxgate.core.errors import ErrorCode
-from voxgate.providers.http_api import HttpApi
+from voxgate.providers.http_api import HttpApi, own_default
 from voxgate.providers.pcm_http import no_audio, stream_pcm
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
@@ -34,7 +34,7 @@ class DeepgramTTS:
             key_required=True,
         )
         self._url = self._api.url("/v1/speak")
-        self.model = settings.model or DEFAULT_MODEL  # what is billed
+        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
         self._params = {
             "model": self.model,
             "encoding": "linear16",

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.config import TTSSettings
 from voxgate.core.errors import ErrorCode
-from voxgate.providers.http_api import HttpApi
+from voxgate.providers.http_api import HttpApi, own_default
 from voxgate.providers.pcm_http import no_audio, stream_pcm
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -40,9 +40,8 @@ class ElevenLabsTTS:
             auth_header=("xi-api-key", ""),
             key_required=True,
         )
-        self._voice = settings.voice if "voice" in settings.model_fields_set else DEFAULT_VOICE
-        self._model = settings.model or DEFAULT_MODEL
-        self.model = self._model  # what is billed
+        self._voice = own_default(settings, "voice", DEFAULT_VOICE)
+        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
         self._params = {"output_format": f"pcm_{self.sample_rate_hz}"}
 
     async def aclose(self) -> None:
@@ -60,7 +59,7 @@ class ElevenLabsTTS:
             self._api,
             self.url(voice),
             sample_rate_hz=self.sample_rate_hz,
-            json={"text": text, "model_id": self._model},
+            json={"text": text, "model_id": self.model},
             params=self._params,
         )
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 
@@ -135,6 +135,13 @@ class HttpApi:
             return self.failure(f"{self.server} timed out", exc)
         # Mostly a connection lost mid-reply.
         return self.failure(f"connection to {self.server} failed", exc)
+
+
+def own_default(settings: BaseModel, field: str, default: str) -> str:
+    """The configured ``field`` (``model``, ``voice``), or the provider's own default when the
+    configuration leaves it out: the settings' defaults name the local engines."""
+    value = getattr(settings, field) if field in settings.model_fields_set else None
+    return value if isinstance(value, str) and value else default
 
 
 def describe(exc: Exception) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.config import TTSSettings
 from voxgate.core.errors import ErrorCode, ProviderError
-from voxgate.providers.http_api import HttpApi
+from voxgate.providers.http_api import HttpApi, own_default
 
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 MIN_CHUNK_MS = 50
@@ -29,7 +29,7 @@ class OpenAICompatibleTTS:
 
     def __init__(self, settings: TTSSettings) -> None:
         self._settings = settings
-        self.model = settings.model or DEFAULT_MODEL  # what is billed
+        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
         self._api = HttpApi("tts", settings, code=ErrorCode.TTS_FAILED)
         self._url = self._api.url("/audio/speech")
         self._min_chunk_bytes = self.sample_rate_hz * MIN_CHUNK_MS // 1000 * 2
@@ -44,7 +44,7 @@ class OpenAICompatibleTTS:
         if not text.strip():
             return
         body = {
-            "model": self._settings.model or DEFAULT_MODEL,
+            "model": self.model,
             "input": text,
             "voice": voice,
             "response_format": "pcm",
