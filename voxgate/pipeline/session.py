@@ -27,6 +27,7 @@ from voxgate.pipeline.endpointing import (
 )
 from voxgate.pipeline.engines import Engines
 from voxgate.pipeline.history import Conversation
+from voxgate.pipeline.outbox import EventOutbox
 from voxgate.pipeline.reply import Clock, ReplyContext, ReplyRequest, ReplyRun
 from voxgate.pipeline.stt_stream import UtteranceStream
 
@@ -57,8 +58,7 @@ class TurnSession:
         self._turn_gate = turn_gate  # False: the device is over its turn rate limit
         self._clock = clock
         self.history = history if history is not None else Conversation(turn.max_history_turns)
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._observer = observer  # sees every event as it is emitted (persistence); must not block
+        self._outbox = EventOutbox(observer)  # the observer sees every event (persistence)
         self._context = ReplyContext(
             engines=engines,
             turn=turn,
@@ -117,28 +117,21 @@ class TurnSession:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Every event, in order, until the session is closed."""
-        while (event := await self._queue.get()) is not None:
-            yield event
+        return self._outbox.events()
 
     @property
     def undelivered(self) -> int:
         """Events emitted that the reader has not taken yet."""
-        return self._queue.qsize()
+        return self._outbox.undelivered
 
     async def next_event(self, timeout_s: float | None = None) -> Event | None:
         """The next event, or None when the session closed (TimeoutError after ``timeout_s``)."""
-        async with asyncio.timeout(timeout_s):
-            return await self._queue.get()
+        return await self._outbox.next(timeout_s)
 
     def _emit(self, event: Event) -> None:
-        self._queue.put_nowait(event)
-        if self._observer is not None:
-            try:
-                self._observer(event)
-            except Exception:  # recording must never break the conversation
-                logger.exception("the session observer failed on %s", type(event).__name__)
+        self._outbox.emit(event)
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -234,7 +227,7 @@ class TurnSession:
         if self._stream is not None:
             await self._stream.aclose()
         await asyncio.gather(*self._stream_closers, return_exceptions=True)
-        self._queue.put_nowait(None)  # the end
+        self._outbox.end()
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -290,13 +283,7 @@ class TurnSession:
                 self._recorder.stop()
 
     def _allowed(self) -> bool:
-        """Ask the turn gate (rate limit); a refused turn is reported, not answered."""
-        if self._turn_gate is None or self._turn_gate():
-            return True
-        self._emit(
-            ErrorEvent(ErrorCode.RATE_LIMITED, "too many turns; wait a little and try again")
-        )
-        return False
+        return self._outbox.turn_allowed(self._turn_gate)
 
     def _blocked(self) -> bool:
         return self._replying() and not self._turn.barge_in

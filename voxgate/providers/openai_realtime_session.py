@@ -38,6 +38,7 @@ from voxgate.core.events import (
     Transcript,
 )
 from voxgate.pipeline.history import Conversation, Exchange
+from voxgate.pipeline.outbox import EventOutbox
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.providers import openai_realtime as wire
 from voxgate.providers.openai_realtime_reply import Clock, RealtimeReply, UserTurn, pcm_bytes
@@ -76,10 +77,9 @@ class RealtimeSession:
         self._prices = prices or {}
         self._clock = clock
         self._turn_gate = turn_gate
-        self._observer = observer
         self.history = history if history is not None else Conversation(turn.max_history_turns)
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._events = EventOutbox(observer)
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # to upstream
         self._turn_ids = itertools.count(1)
         self._odd_byte = b""
         self._resampler: StreamResampler | None = None
@@ -104,34 +104,21 @@ class RealtimeSession:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Every event, in order, until the session is closed or its upstream is lost."""
-        while (event := await self._next()) is not None:
-            yield event
+        return self._events.events()
 
     async def next_event(self, timeout_s: float | None = None) -> Event | None:
         """The next event, or None once the session ended (TimeoutError after ``timeout_s``)."""
-        async with asyncio.timeout(timeout_s):
-            return await self._next()
+        return await self._events.next(timeout_s)
 
     @property
     def undelivered(self) -> int:
         """Events emitted that the reader has not taken yet."""
-        return self._queue.qsize()
-
-    async def _next(self) -> Event | None:
-        event = await self._queue.get()
-        if event is None:
-            self._queue.put_nowait(None)  # the end stays the end for every later reader
-        return event
+        return self._events.undelivered
 
     def _emit(self, event: Event) -> None:
-        self._queue.put_nowait(event)
-        if self._observer is not None:
-            try:
-                self._observer(event)
-            except Exception:  # recording must never break the conversation
-                logger.exception("the session observer failed on %s", type(event).__name__)
+        self._events.emit(event)
 
     def _send(self, event: dict[str, Any]) -> None:
         if not self._closed:
@@ -252,18 +239,12 @@ class RealtimeSession:
     def _end(self) -> None:
         self._closed = True
         self._idle.set()
-        self._queue.put_nowait(None)  # the end
+        self._events.end()
 
     # -- replies ----------------------------------------------------------------------------
 
     def _allowed(self) -> bool:
-        """Ask the turn gate (rate limit); a refused turn is reported, not answered."""
-        if self._turn_gate is None or self._turn_gate():
-            return True
-        self._emit(
-            ErrorEvent(ErrorCode.RATE_LIMITED, "too many turns; wait a little and try again")
-        )
-        return False
+        return self._events.turn_allowed(self._turn_gate)
 
     def _new_reply(self, **kwargs: Any) -> RealtimeReply:
         reply = RealtimeReply(
