@@ -28,7 +28,7 @@ from voxgate.pipeline import Engines
 from voxgate.server.app import create_app
 
 TOKEN = "test-admin-token-0123456789"
-DOC_SCREENSHOT = Path(__file__).parents[1] / "docs" / "screenshots" / "talk-page.png"
+DOC_SCREENSHOT = Path(__file__).parents[2] / "docs" / "screenshots" / "talk-page.png"
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ from tests.postgres_server import (
     throwaway_postgres,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def _scalar(url: str, sql: str) -> object:

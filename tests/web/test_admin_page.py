@@ -40,7 +40,7 @@ from voxgate.server.app import create_app
 from voxgate.store import Store
 
 TOKEN = "admin-page-token-0123456789"
-DOC_SCREENSHOT = Path(__file__).parents[1] / "docs" / "screenshots" / "admin-page.png"
+DOC_SCREENSHOT = Path(__file__).parents[2] / "docs" / "screenshots" / "admin-page.png"
 FAIL_PHRASE = "Please fall over"
 XSS = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'
 PRICES = {

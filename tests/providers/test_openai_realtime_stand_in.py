@@ -753,7 +753,7 @@ async def test_dropped_upstream_ends_the_session_stand_in(stand_in: RealtimeStan
 
 @pytest.mark.skipif(not os.environ.get("OPENAI_API_KEY"), reason="needs OPENAI_API_KEY")
 async def test_live_openai_realtime() -> None:
-    samples, rate = read_wav(Path(__file__).parents[1] / "voxgate" / "samples" / "question.wav")
+    samples, rate = read_wav(Path(__file__).parents[2] / "voxgate" / "samples" / "question.wav")
     session = RealtimeSession(
         RealtimeSettings(api_key=SecretStr(os.environ["OPENAI_API_KEY"])),
         TurnSettings(),
