@@ -103,6 +103,8 @@ class FakeSTT:
     script is used up, it answers ``default(audio)``."""
 
     sample_rate_hz = 16_000
+    streaming = False
+    model = "fake-stt"
 
     def __init__(
         self,
@@ -145,6 +147,8 @@ Reply = Sequence[str | Exception]
 class FakeLLM:
     """Call ``n`` streams ``replies[n]`` (the last one again once they run out)."""
 
+    model = "fake-llm"
+
     def __init__(self, *replies: Reply, delay_s: float = 0.0) -> None:
         self.replies = list(replies) or [["Okay."]]
         self.delay_s = delay_s
@@ -182,6 +186,7 @@ class FakeTTS:
     """``ms_per_word`` of a constant tone per word, one chunk per word."""
 
     LEVEL = 1000
+    model = "fake-tts"
 
     def __init__(
         self, *, sample_rate_hz: int = 22_050, ms_per_word: float = 100, delay_s: float = 0.0

@@ -60,6 +60,9 @@ class Sleeps:
 
 
 class ScriptedSTT:
+    streaming = False
+    model = "scripted"
+
     def __init__(self, script: Sequence[str | Exception], sample_rate_hz: int = 16_000) -> None:
         self.script = list(script)
         self.sample_rate_hz = sample_rate_hz
@@ -79,6 +82,8 @@ class ScriptedSTT:
 
 class ScriptedStreams:
     """Each call streams the next script: items are yielded, exceptions raised, HANG hangs."""
+
+    model = "scripted"
 
     def __init__(self, scripts: Sequence[Sequence[object]]) -> None:
         self.scripts = [list(script) for script in scripts]

@@ -9,13 +9,9 @@ import pytest
 from tests.fakes import EventLog, concat, feed, silence, tone
 from voxgate.core.config import (
     CharacterSettings,
-    LLMSettings,
     Price,
     Settings,
-    STTSettings,
-    TTSSettings,
     TurnSettings,
-    VADSettings,
 )
 from voxgate.core.events import TurnDone
 from voxgate.core.usage import EngineUsage, UsageMeter, estimate_tokens, metering
@@ -27,10 +23,10 @@ from voxgate.pipeline.metering import cost_usd
 def _settings(tmp_path: Path, **prices: Price) -> Settings:
     return Settings(
         data_dir=tmp_path,
-        vad=VADSettings(provider="standin"),
-        stt=STTSettings(provider="standin", model="ear-1"),
-        llm=LLMSettings(provider="standin", model="brain-1"),
-        tts=TTSSettings(provider="standin", voice="mouth-1"),
+        vad={"provider": "standin"},
+        stt={"provider": "standin", "model": "ear-1"},
+        llm={"provider": "standin", "model": "brain-1"},
+        tts={"provider": "standin", "voice": "mouth-1"},
         prices={key.replace("__", "/"): price for key, price in prices.items()},
     )
 
@@ -138,7 +134,7 @@ async def test_an_interrupted_reply_bills_its_cancelled_calls_after_the_turn(
 
     fakes = Fakes(llm=FakeLLM(["One two three. " * 3] * 40, delay_s=0.05))
     engines = fakes.engines()
-    engines.llm = LimitedLLM(MeteredLLM(fakes.llm, "fake", "slow", Price()), 1)
+    engines.llm = LimitedLLM(MeteredLLM(fakes.llm, "fake", Price()), 1)
     session = TurnSession(engines, TurnSettings(), CharacterSettings(system_prompt="Be."))
     log = EventLog(session)
     try:
@@ -157,17 +153,17 @@ async def test_an_interrupted_reply_bills_its_cancelled_calls_after_the_turn(
 
 
 async def test_a_cloud_engine_is_priced_under_its_own_default_model(tmp_path: Path) -> None:
-    """The settings' model defaults name the local models; Deepgram's own default is billed."""
+    """Deepgram's own default model is run and billed (the engine declares it)."""
     from pydantic import SecretStr
 
     from voxgate.pipeline.metering import MeteredSTT, MeteredTTS
 
     settings = Settings(
         data_dir=tmp_path,
-        vad=VADSettings(provider="standin"),
-        stt=STTSettings(provider="deepgram", api_key=SecretStr("k")),
-        llm=LLMSettings(provider="standin"),
-        tts=TTSSettings(provider="deepgram", api_key=SecretStr("k")),
+        vad={"provider": "standin"},
+        stt={"provider": "deepgram", "api_key": SecretStr("k")},
+        llm={"provider": "standin"},
+        tts={"provider": "deepgram", "api_key": SecretStr("k")},
     )
     engines = load_engines(settings, ModelStore(settings.models_dir))
     try:

@@ -22,10 +22,14 @@ from voxgate.benchmarks.providers import Inputs, run_benchmark, turn_costs
 from voxgate.benchmarks.report import COLUMNS, TITLES
 from voxgate.commands.bench import bench_app
 from voxgate.core.audio import read_wav
-from voxgate.core.config import LLMSettings, Price, Settings, STTSettings, TTSSettings
+from voxgate.core.config import Price, Settings
 from voxgate.core.errors import ConfigError
 from voxgate.evaluation import word_errors
 from voxgate.models import ModelStore
+from voxgate.providers.deepgram_stt import DeepgramSTTSettings
+from voxgate.providers.elevenlabs_tts import ElevenLabsSettings
+from voxgate.providers.faster_whisper_stt import FasterWhisperSettings
+from voxgate.providers.openai_llm import OpenAILLMSettings
 from voxgate.speech_corpus import INSTALL_HINT, librivox_clips
 
 CLIPS = librivox_clips()
@@ -148,7 +152,7 @@ def test_standin_run_writes_table_png_html_and_json(tmp_path: Path) -> None:
     assert list(engines) == names
     assert [e["status"] for e in data["engines"]] == ["ok", "ok", "skipped", "ok", "ok"]
     assert data["inputs"]["clips"] == [clip.name for clip in CLIPS[:2]]
-    assert data["judge"] == "standin/whisper-tiny-en"
+    assert data["judge"] == "standin/standin"  # the stand-in STT's own default model
 
     # Plausible figures: what the stand-ins say is known, so their WER and cost are too.
     clips = CLIPS[:2]
@@ -213,10 +217,16 @@ def test_standin_run_writes_table_png_html_and_json(tmp_path: Path) -> None:
 
 
 def test_engines_file_mistakes_are_clear_errors(tmp_path: Path) -> None:
-    result = _cli([], tmp_path, '[[stt]]\nprovider = "standin"\nbeam_size = 0\n')
+    result = _cli([], tmp_path, '[[stt]]\nprovider = "faster-whisper"\nbeam_size = 0\n')
     assert result.exit_code == 1
     assert "engines.toml: stt.0.beam_size: Input should be greater than or equal to 1" in (
         " ".join(result.output.split())
+    )
+    result = _cli([], tmp_path, '[[stt]]\nprovider = "standin"\nbeam_size = 2\n')
+    assert result.exit_code == 1
+    assert (
+        "stt.0.beam_size: not a setting of the standin STT engine (only of faster-whisper)"
+        in " ".join(result.output.split())
     )
     result = _cli([], tmp_path, '[[sst]]\nprovider = "standin"\n')  # a typo: not ignored
     assert result.exit_code == 1
@@ -235,13 +245,13 @@ def test_default_candidates_are_the_configured_engines_and_their_fallbacks() -> 
     )
     found = cands.with_standin(cands.from_settings(settings))
     assert cands.labels("tts", found.tts) == [
-        "elevenlabs/en_US-joe-medium",
+        "elevenlabs/eleven_flash_v2_5",  # its own default model, not the Piper voice
         "piper/en_US-joe-medium",
         "standin/tone",
     ]
     assert [s.provider for s in found.stt] == ["faster-whisper", "standin"]
     assert all(not s.fallbacks for s in found.tts)  # each engine is measured alone
-    assert found.judge == STTSettings()
+    assert found.judge == FasterWhisperSettings()
     assert cands.labels("llm", [cands.STANDIN_LLM] * 2) == [
         "standin/fixed-reply",
         "standin/fixed-reply #2",
@@ -250,9 +260,9 @@ def test_default_candidates_are_the_configured_engines_and_their_fallbacks() -> 
 
 async def test_cloud_engines_without_a_key_or_server_are_skipped_with_the_reason() -> None:
     candidates = cands.Candidates(
-        stt=[STTSettings(provider="deepgram"), cands.STANDIN_STT],
-        llm=[LLMSettings(provider="openai", base_url=closed_port_url("/v1"), model="gpt-x")],
-        tts=[TTSSettings(provider="elevenlabs"), cands.STANDIN_TTS],
+        stt=[DeepgramSTTSettings(), cands.STANDIN_STT],
+        llm=[OpenAILLMSettings(base_url=closed_port_url("/v1"), model="gpt-x")],
+        tts=[ElevenLabsSettings(), cands.STANDIN_TTS],
         judge=cands.STANDIN_STT,
     )
     inputs = Inputs(CLIPS[:1], prompts=("Hi?",), sentences=("Hello.",))
@@ -260,10 +270,10 @@ async def test_cloud_engines_without_a_key_or_server_are_skipped_with_the_reason
     result = await run_benchmark(candidates, inputs, {}, _NoModels(), steps.append)
 
     status = {e.name: (e.status, e.reason or "") for e in result.engines}
-    assert status["deepgram/whisper-tiny-en"][0] == "skipped"
-    assert "stt.api_key" in status["deepgram/whisper-tiny-en"][1]
-    assert status["elevenlabs/en_US-joe-medium"][0] == "skipped"
-    assert "tts.api_key" in status["elevenlabs/en_US-joe-medium"][1]
+    assert status["deepgram/nova-3"][0] == "skipped"
+    assert "stt.api_key" in status["deepgram/nova-3"][1]
+    assert status["elevenlabs/eleven_flash_v2_5"][0] == "skipped"
+    assert "tts.api_key" in status["elevenlabs/eleven_flash_v2_5"][1]
     assert status["openai/gpt-x"][0] == "skipped"
     assert status["openai/gpt-x"][1].startswith("first call failed: cannot connect")
     assert status["standin/fixed-text"] == ("ok", "")
@@ -303,7 +313,7 @@ def chat_server() -> Iterator[StandIn]:
 
 
 async def test_a_priced_llm_costs_its_reported_tokens_stand_in(chat_server: StandIn) -> None:
-    llm = LLMSettings(provider="openai", base_url=chat_server.url("ok", "/v1"), model="gpt-bench")
+    llm = OpenAILLMSettings(base_url=chat_server.url("ok", "/v1"), model="gpt-bench")
     tts = cands.STANDIN_TTS
     candidates = cands.Candidates([cands.STANDIN_STT], [llm], [tts], judge=None)
     prices = {
@@ -336,7 +346,7 @@ async def test_a_priced_llm_costs_its_reported_tokens_stand_in(chat_server: Stan
 async def test_an_engine_whose_every_call_fails_is_reported_failed_stand_in(
     chat_server: StandIn,
 ) -> None:
-    dying = LLMSettings(provider="openai", base_url=chat_server.url("dies", "/v1"), model="x")
+    dying = OpenAILLMSettings(base_url=chat_server.url("dies", "/v1"), model="x")
     candidates = cands.Candidates([cands.STANDIN_STT], [dying, cands.STANDIN_LLM], [], None)
     inputs = Inputs(CLIPS[:1], prompts=("One?", "Two?"))
     result = await run_benchmark(candidates, inputs, {}, _NoModels())

@@ -46,13 +46,12 @@ from tests.stand_in import (
 )
 from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import STTSettings, TTSSettings
 from voxgate.core.errors import ConfigError, ErrorCode
 from voxgate.pipeline.fallback import FallbackSTT, FallbackTTS
 from voxgate.pipeline.resilience import CircuitBreaker, ResilientSTT, ResilientTTS
 from voxgate.providers import cloudflare_stt, cloudflare_tts
-from voxgate.providers.cloudflare_stt import CloudflareSTT
-from voxgate.providers.cloudflare_tts import CloudflareTTS
+from voxgate.providers.cloudflare_stt import CloudflareSTT, CloudflareSTTSettings
+from voxgate.providers.cloudflare_tts import CloudflareTTS, CloudflareTTSSettings
 
 API_TOKEN = "cf-test-3d7b1f9e2a"
 ACCOUNT = "0123456789abcdef0123456789abcdef"
@@ -151,13 +150,13 @@ class _Made:
         return {"provider": "cloudflare", "base_url": base_url, "api_key": API_TOKEN, **kwargs}
 
     def stt(self, scenario: str, **kwargs: Any) -> CloudflareSTT:
-        settings = STTSettings.model_validate(self._settings(scenario, kwargs))
+        settings = CloudflareSTTSettings.model_validate(self._settings(scenario, kwargs))
         stt = cloudflare_stt.create(settings, models=None)
         self.made.append(stt)
         return stt
 
     def tts(self, scenario: str, **kwargs: Any) -> CloudflareTTS:
-        settings = TTSSettings.model_validate(self._settings(scenario, kwargs))
+        settings = CloudflareTTSSettings.model_validate(self._settings(scenario, kwargs))
         tts = cloudflare_tts.create(settings, models=None)
         self.made.append(tts)
         return tts
@@ -243,7 +242,9 @@ async def test_stt_stalled_server_times_out_stand_in(make: _Made) -> None:
 
 
 async def test_stt_dead_cloudflare_falls_back_to_the_next_engine_stand_in(make: _Made) -> None:
-    settings = STTSettings(provider="cloudflare", base_url=closed_port_url(), api_key=API_TOKEN)
+    settings = CloudflareSTTSettings(
+        provider="cloudflare", base_url=closed_port_url(), api_key=API_TOKEN
+    )
     dead_stt = cloudflare_stt.create(settings, None)
     make.made.append(dead_stt)
     dead = ResilientSTT(dead_stt, retry_policy(Sleeps(), attempts=2), CircuitBreaker())
@@ -391,10 +392,12 @@ def test_base_url_and_token_are_required() -> None:
     with pytest.raises(
         ConfigError, match=r"cloudflare STT provider needs stt\.base_url.*/accounts/"
     ):
-        cloudflare_stt.create(STTSettings(provider="cloudflare", api_key=API_TOKEN), None)
+        cloudflare_stt.create(CloudflareSTTSettings(provider="cloudflare", api_key=API_TOKEN), None)
     with pytest.raises(ConfigError, match=r"cloudflare TTS provider needs tts\.api_key"):
         cloudflare_tts.create(
-            TTSSettings(provider="cloudflare", base_url=f"https://api.cloudflare.com{RUN_PATH}"),
+            CloudflareTTSSettings(
+                provider="cloudflare", base_url=f"https://api.cloudflare.com{RUN_PATH}"
+            ),
             None,
         )
 
@@ -410,7 +413,7 @@ live = pytest.mark.skipif(
 )
 
 
-def _live(section: type[STTSettings] | type[TTSSettings]) -> Any:
+def _live(section: type[CloudflareSTTSettings] | type[CloudflareTTSSettings]) -> Any:
     base_url = f"https://api.cloudflare.com/client/v4/accounts/{_LIVE_ACCOUNT}/ai/run"
     return section(provider="cloudflare", base_url=base_url, api_key=_LIVE_TOKEN)
 
@@ -418,7 +421,7 @@ def _live(section: type[STTSettings] | type[TTSSettings]) -> Any:
 @live
 async def test_live_cloudflare_transcribes_the_sample_question() -> None:
     samples, rate = read_wav(Path(voxgate.__file__).parent / "samples" / "question.wav")
-    stt = cloudflare_stt.create(_live(STTSettings), None)
+    stt = cloudflare_stt.create(_live(CloudflareSTTSettings), None)
     try:
         text = await stt.transcribe(int16_to_float(resample(samples, rate, 16_000)))
     finally:
@@ -428,7 +431,7 @@ async def test_live_cloudflare_transcribes_the_sample_question() -> None:
 
 @live
 async def test_live_cloudflare_speaks() -> None:
-    tts = cloudflare_tts.create(_live(TTSSettings), None)
+    tts = cloudflare_tts.create(_live(CloudflareTTSSettings), None)
     try:
         audio = np.concatenate([chunk async for chunk in tts.synthesize("Hello there.")])
     finally:

@@ -46,13 +46,12 @@ from tests.stand_in import (
 )
 from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import STTSettings, TTSSettings
 from voxgate.core.errors import ConfigError, ErrorCode
 from voxgate.pipeline.fallback import FallbackSTT, FallbackTTS
 from voxgate.pipeline.resilience import CircuitBreaker, ResilientSTT, ResilientTTS
 from voxgate.providers import deepgram_stt, deepgram_tts
-from voxgate.providers.deepgram_stt import DeepgramSTT
-from voxgate.providers.deepgram_tts import DeepgramTTS
+from voxgate.providers.deepgram_stt import DeepgramSTT, DeepgramSTTSettings
+from voxgate.providers.deepgram_tts import DeepgramTTS, DeepgramTTSSettings
 
 API_KEY = "dg-test-5c1d9e3a7b"
 E2E_TRANSCRIPT = "What is two plus two?"
@@ -148,7 +147,7 @@ class _Made:
         self.made: list[DeepgramSTT | DeepgramTTS] = []
 
     def stt(self, scenario: str, **kwargs: Any) -> DeepgramSTT:
-        settings = STTSettings.model_validate(
+        settings = DeepgramSTTSettings.model_validate(
             {
                 "provider": "deepgram",
                 "base_url": self.server.url(scenario),
@@ -161,7 +160,7 @@ class _Made:
         return stt
 
     def tts(self, scenario: str, **kwargs: Any) -> DeepgramTTS:
-        settings = TTSSettings.model_validate(
+        settings = DeepgramTTSSettings.model_validate(
             {
                 "provider": "deepgram",
                 "base_url": self.server.url(scenario),
@@ -258,7 +257,7 @@ async def test_stt_stalled_server_times_out_stand_in(make: _Made) -> None:
 
 
 async def test_stt_connection_refused_is_retryable() -> None:
-    settings = STTSettings(provider="deepgram", base_url=closed_port_url(), api_key=API_KEY)
+    settings = DeepgramSTTSettings(provider="deepgram", base_url=closed_port_url(), api_key=API_KEY)
     stt = deepgram_stt.create(settings, models=None)
     try:
         error = await stt_fails(stt, API_KEY)
@@ -402,7 +401,7 @@ async def test_tts_slow_first_byte_falls_back_to_the_next_engine_stand_in(make: 
 
 
 async def test_tts_connection_refused_is_retryable() -> None:
-    settings = TTSSettings(provider="deepgram", base_url=closed_port_url(), api_key=API_KEY)
+    settings = DeepgramTTSSettings(provider="deepgram", base_url=closed_port_url(), api_key=API_KEY)
     tts = deepgram_tts.create(settings, models=None)
     try:
         error = await tts_fails(tts, API_KEY)
@@ -457,14 +456,20 @@ async def test_tts_failure_reaches_the_device_without_the_key_stand_in(
 
 def test_a_missing_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"deepgram STT provider needs stt\.api_key"):
-        deepgram_stt.create(STTSettings(provider="deepgram"), models=None)
+        deepgram_stt.create(DeepgramSTTSettings(provider="deepgram"), models=None)
     with pytest.raises(ConfigError, match=r"deepgram TTS provider needs tts\.api_key"):
-        deepgram_tts.create(TTSSettings(provider="deepgram", api_key=SecretStr("")), models=None)
+        deepgram_tts.create(
+            DeepgramTTSSettings(provider="deepgram", api_key=SecretStr("")), models=None
+        )
 
 
 async def test_the_default_base_url_is_deepgrams() -> None:
-    stt = deepgram_stt.create(STTSettings(provider="deepgram", api_key=API_KEY), models=None)
-    tts = deepgram_tts.create(TTSSettings(provider="deepgram", api_key=API_KEY), models=None)
+    stt = deepgram_stt.create(
+        DeepgramSTTSettings(provider="deepgram", api_key=API_KEY), models=None
+    )
+    tts = deepgram_tts.create(
+        DeepgramTTSSettings(provider="deepgram", api_key=API_KEY), models=None
+    )
     try:
         assert stt._url == "https://api.deepgram.com/v1/listen"
         assert tts._url == "https://api.deepgram.com/v1/speak"
@@ -476,7 +481,8 @@ async def test_the_default_base_url_is_deepgrams() -> None:
 def test_a_base_url_without_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="http"):
         deepgram_tts.create(
-            TTSSettings(provider="deepgram", base_url="api.deepgram.com", api_key=API_KEY), None
+            DeepgramTTSSettings(provider="deepgram", base_url="api.deepgram.com", api_key=API_KEY),
+            None,
         )
 
 
@@ -492,7 +498,7 @@ live = pytest.mark.skipif(
 @live
 async def test_live_deepgram_transcribes_the_sample_question() -> None:
     samples, rate = read_wav(Path(voxgate.__file__).parent / "samples" / "question.wav")
-    stt = deepgram_stt.create(STTSettings(provider="deepgram", api_key=_LIVE_KEY), None)
+    stt = deepgram_stt.create(DeepgramSTTSettings(provider="deepgram", api_key=_LIVE_KEY), None)
     try:
         text = await stt.transcribe(int16_to_float(resample(samples, rate, 16_000)))
     finally:
@@ -502,7 +508,7 @@ async def test_live_deepgram_transcribes_the_sample_question() -> None:
 
 @live
 async def test_live_deepgram_speaks() -> None:
-    tts = deepgram_tts.create(TTSSettings(provider="deepgram", api_key=_LIVE_KEY), None)
+    tts = deepgram_tts.create(DeepgramTTSSettings(provider="deepgram", api_key=_LIVE_KEY), None)
     try:
         audio = np.concatenate([chunk async for chunk in tts.synthesize("Hello there.")])
     finally:

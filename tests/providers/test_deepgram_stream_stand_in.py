@@ -40,7 +40,7 @@ from tests.fakes import EventLog, FakeVAD, concat, make_session, pcm_bytes, sile
 from tests.stand_in import closed_port_url
 from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.capabilities import Int16Array, can_stream
-from voxgate.core.config import Settings, STTSettings
+from voxgate.core.config import Settings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.events import (
     ErrorEvent,
@@ -61,6 +61,7 @@ from voxgate.providers.deepgram_stream import (
     listen_url,
     parse_message,
 )
+from voxgate.providers.deepgram_stt import DeepgramSTTSettings
 
 API_KEY = "dg-live-7f3a9c21e4"
 RATE = 16_000
@@ -332,8 +333,8 @@ async def stand_in() -> AsyncIterator[LiveStandIn]:
     await server.stop()
 
 
-def stt_settings(stand_in: LiveStandIn, scenario: str, **extra: Any) -> STTSettings:
-    return STTSettings.model_validate(
+def stt_settings(stand_in: LiveStandIn, scenario: str, **extra: Any) -> DeepgramSTTSettings:
+    return DeepgramSTTSettings.model_validate(
         {
             "provider": "deepgram",
             "base_url": stand_in.base_url(scenario),
@@ -498,7 +499,7 @@ async def test_stream_server_error_upgrade_is_retryable_stand_in(stand_in: LiveS
 
 
 async def test_stream_connection_refused_is_retryable() -> None:
-    settings = STTSettings(
+    settings = DeepgramSTTSettings(
         provider="deepgram", base_url=closed_port_url(), api_key=API_KEY, streaming=True
     )
     stt = deepgram_stt.create(settings, None)
@@ -770,7 +771,7 @@ async def test_live_deepgram_streams_the_sample_question() -> None:
     samples, rate = read_wav(Path(voxgate.__file__).parent / "samples" / "question.wav")
     audio = int16_to_float(resample(samples, rate, RATE))
     stt = deepgram_stt.create(
-        STTSettings(provider="deepgram", api_key=_LIVE_KEY, streaming=True), None
+        DeepgramSTTSettings(provider="deepgram", api_key=_LIVE_KEY, streaming=True), None
     )
     try:
         stream = await stt.open_stream()

@@ -37,12 +37,11 @@ from tests.stand_in import (
     tts_fails,
 )
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import TTSSettings
 from voxgate.core.errors import ConfigError, ErrorCode
 from voxgate.pipeline.fallback import FallbackTTS
 from voxgate.pipeline.resilience import CircuitBreaker, ResilientTTS
 from voxgate.providers import elevenlabs_tts
-from voxgate.providers.elevenlabs_tts import ElevenLabsTTS
+from voxgate.providers.elevenlabs_tts import ElevenLabsSettings, ElevenLabsTTS
 
 API_KEY = "xi-test-8e2f4a6c0d"
 VOICE = "21m00Tcm4TlvDq8ikWAM"
@@ -95,7 +94,7 @@ class _Made:
         self.made: list[ElevenLabsTTS] = []
 
     def tts(self, scenario: str, **kwargs: Any) -> ElevenLabsTTS:
-        settings = TTSSettings.model_validate(
+        settings = ElevenLabsSettings.model_validate(
             {
                 "provider": "elevenlabs",
                 "base_url": self.server.url(scenario),
@@ -147,14 +146,16 @@ async def test_request_shape_and_odd_chunks_reassemble_exactly_stand_in(make: _M
 
 async def test_defaults_flash_model_and_premade_voice_stand_in(stand_in: StandIn) -> None:
     stand_in.reset()
-    settings = TTSSettings(provider="elevenlabs", base_url=stand_in.url("ok"), api_key=API_KEY)
+    settings = ElevenLabsSettings(
+        provider="elevenlabs", base_url=stand_in.url("ok"), api_key=API_KEY
+    )
     tts = elevenlabs_tts.create(settings, None)
     try:
         assert [chunk async for chunk in tts.synthesize("Hi.")]
     finally:
         await tts.aclose()
     (request,) = stand_in.requests
-    assert request.path == f"/ok/v1/text-to-speech/{elevenlabs_tts.DEFAULT_VOICE}/stream"
+    assert request.path == "/ok/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream"  # "George"
     assert json.loads(request.body)["model_id"] == "eleven_flash_v2_5"
 
 
@@ -246,7 +247,9 @@ async def test_slow_first_byte_falls_back_to_the_next_engine_stand_in(make: _Mad
 
 
 async def test_connection_refused_is_retryable() -> None:
-    settings = TTSSettings(provider="elevenlabs", base_url=closed_port_url(), api_key=API_KEY)
+    settings = ElevenLabsSettings(
+        provider="elevenlabs", base_url=closed_port_url(), api_key=API_KEY
+    )
     tts = elevenlabs_tts.create(settings, models=None)
     try:
         error = await tts_fails(tts, API_KEY)
@@ -284,11 +287,11 @@ async def test_failure_reaches_the_device_without_the_key_stand_in(stand_in: Sta
 
 def test_a_missing_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"elevenlabs TTS provider needs tts\.api_key"):
-        elevenlabs_tts.create(TTSSettings(provider="elevenlabs"), models=None)
+        elevenlabs_tts.create(ElevenLabsSettings(provider="elevenlabs"), models=None)
 
 
 async def test_the_default_base_url_is_elevenlabs() -> None:
-    settings = TTSSettings(provider="elevenlabs", api_key=API_KEY, voice="v/1")
+    settings = ElevenLabsSettings(provider="elevenlabs", api_key=API_KEY, voice="v/1")
     tts = elevenlabs_tts.create(settings, None)
     try:
         assert tts.url() == "https://api.elevenlabs.io/v1/text-to-speech/v%2F1/stream"
@@ -306,7 +309,7 @@ _LIVE_KEY = os.environ.get("ELEVENLABS_API_KEY")
 @pytest.mark.skipif(not _LIVE_KEY, reason="ELEVENLABS_API_KEY is not set: no live ElevenLabs test")
 async def test_live_elevenlabs_speaks() -> None:
     voice = os.environ.get("ELEVENLABS_VOICE_ID")
-    settings = TTSSettings(
+    settings = ElevenLabsSettings(
         provider="elevenlabs", api_key=_LIVE_KEY, **({"voice": voice} if voice else {})
     )
     tts = elevenlabs_tts.create(settings, None)

@@ -23,10 +23,9 @@ import pytest
 from pydantic import SecretStr
 
 from voxgate.core.capabilities import ChatMessage, ToolCall
-from voxgate.core.config import LLMSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 from voxgate.core.usage import UsageMeter, metering
-from voxgate.providers.openai_llm import OpenAICompatibleLLM, create
+from voxgate.providers.openai_llm import OpenAICompatibleLLM, OpenAILLMSettings, create
 
 API_KEY = "sk-test-7f3a9c1e5b"
 MESSAGES = [
@@ -204,7 +203,7 @@ async def make_llm() -> AsyncIterator[LLMFactory]:
     made: list[OpenAICompatibleLLM] = []
 
     def make(**kwargs: Any) -> OpenAICompatibleLLM:
-        settings = LLMSettings.model_validate({"provider": "openai", **kwargs})
+        settings = OpenAILLMSettings.model_validate({"provider": "openai", "model": "m", **kwargs})
         llm = create(settings, models=None)
         made.append(llm)
         return llm
@@ -287,7 +286,7 @@ async def test_tools_are_offered_and_a_streamed_tool_call_comes_out_stand_in(
 
 def test_an_unknown_tool_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="unknown tools"):
-        LLMSettings(provider="openai", tools=["launch_rockets"])
+        OpenAILLMSettings(provider="openai", tools=["launch_rockets"])
 
 
 async def test_token_counts_from_the_usage_chunk_reach_the_meter_stand_in(
@@ -453,12 +452,12 @@ async def test_connection_refused_names_base_url_stand_in(make_llm: LLMFactory) 
 
 def test_missing_base_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="base_url"):
-        create(LLMSettings.model_validate({"provider": "openai"}), models=None)
+        create(OpenAILLMSettings(model="gpt-4o-mini"), models=None)
 
 
 def test_base_url_without_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="http"):
-        settings = LLMSettings.model_validate({"base_url": "localhost:11434/v1"})
+        settings = OpenAILLMSettings(base_url="localhost:11434/v1", model="llama3.2")
         create(settings, models=None)
 
 

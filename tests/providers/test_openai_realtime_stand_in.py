@@ -34,7 +34,7 @@ from tests.fakes import Fakes, concat, pcm_bytes, silence
 from tests.server_harness import open_store, running_server, server_settings
 from voxgate.core.audio import read_wav
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import CharacterSettings, Price, RealtimeSettings, TurnSettings
+from voxgate.core.config import CharacterSettings, Price, TurnSettings
 from voxgate.core.errors import ErrorCode
 from voxgate.core.events import (
     ErrorEvent,
@@ -50,6 +50,7 @@ from voxgate.core.events import (
 )
 from voxgate.pipeline.history import Exchange
 from voxgate.providers import openai_realtime as wire
+from voxgate.providers.openai_realtime import OpenAIRealtimeSettings
 from voxgate.providers.openai_realtime_session import RealtimeSession
 
 API_KEY = "sk-test-realtime-5c1f9e27"
@@ -366,8 +367,8 @@ def _key_never_logged(caplog: pytest.LogCaptureFixture) -> Any:
     assert not [line for line in logged if API_KEY in line]
 
 
-def settings(base_url: str, key: str = API_KEY, **overrides: Any) -> RealtimeSettings:
-    return RealtimeSettings(base_url=base_url, api_key=SecretStr(key), **overrides)
+def settings(base_url: str, key: str = API_KEY, **overrides: Any) -> OpenAIRealtimeSettings:
+    return OpenAIRealtimeSettings(base_url=base_url, api_key=SecretStr(key), **overrides)
 
 
 def open_session(
@@ -755,7 +756,7 @@ async def test_dropped_upstream_ends_the_session_stand_in(stand_in: RealtimeStan
 async def test_live_openai_realtime() -> None:
     samples, rate = read_wav(Path(__file__).parents[2] / "voxgate" / "samples" / "question.wav")
     session = RealtimeSession(
-        RealtimeSettings(api_key=SecretStr(os.environ["OPENAI_API_KEY"])),
+        OpenAIRealtimeSettings(api_key=SecretStr(os.environ["OPENAI_API_KEY"])),
         TurnSettings(),
         CHARACTER,
         output_rate_hz=16_000,
@@ -871,8 +872,8 @@ def test_server_events_parse_from_literals() -> None:
 
 
 def test_settings_want_a_websocket_url() -> None:
-    assert wire.realtime_url(RealtimeSettings()) == (
+    assert wire.realtime_url(OpenAIRealtimeSettings()) == (
         "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     )
     with pytest.raises(ValueError, match="ws:// or wss://"):
-        RealtimeSettings(base_url="https://api.openai.com/v1")
+        OpenAIRealtimeSettings(base_url="https://api.openai.com/v1")

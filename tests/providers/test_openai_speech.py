@@ -27,13 +27,12 @@ from pydantic import SecretStr
 
 from tests.fakes import FakeLLM, FakeVAD, concat, make_session, silence, tone
 from voxgate.core.capabilities import ChatMessage, Int16Array
-from voxgate.core.config import STTSettings, TTSSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 from voxgate.pipeline.drive import spoken_turn
 from voxgate.pipeline.engines import Engines, LimitedLLM, LimitedSTT, LimitedTTS
 from voxgate.providers import openai_stt, openai_tts
-from voxgate.providers.openai_stt import OpenAICompatibleSTT
-from voxgate.providers.openai_tts import OpenAICompatibleTTS
+from voxgate.providers.openai_stt import OpenAICompatibleSTT, OpenAISTTSettings
+from voxgate.providers.openai_tts import OpenAICompatibleTTS, OpenAITTSSettings
 
 API_KEY = "sk-test-4b8e2d6f0a"
 E2E_TRANSCRIPT = "What is two plus two?"
@@ -249,15 +248,20 @@ class _Made:
     made: list[OpenAICompatibleSTT | OpenAICompatibleTTS] = field(default_factory=list)
 
     def stt(self, scenario: str, **kwargs: Any) -> OpenAICompatibleSTT:
-        settings = STTSettings.model_validate(
-            {"provider": "openai", "base_url": _url(self.server, scenario), **kwargs}
+        settings = OpenAISTTSettings.model_validate(
+            {
+                "provider": "openai",
+                "model": "whisper-1",
+                "base_url": _url(self.server, scenario),
+                **kwargs,
+            }
         )
         stt = openai_stt.create(settings, models=None)
         self.made.append(stt)
         return stt
 
     def tts(self, scenario: str, **kwargs: Any) -> OpenAICompatibleTTS:
-        settings = TTSSettings.model_validate(
+        settings = OpenAITTSSettings.model_validate(
             {"provider": "openai", "base_url": _url(self.server, scenario), **kwargs}
         )
         tts = openai_tts.create(settings, models=None)
@@ -385,7 +389,9 @@ def _closed_port_url() -> str:
 
 
 async def test_stt_connection_refused_is_retryable() -> None:
-    settings = STTSettings(base_url=_closed_port_url(), api_key=SecretStr(API_KEY))
+    settings = OpenAISTTSettings(
+        base_url=_closed_port_url(), model="whisper-1", api_key=SecretStr(API_KEY)
+    )
     stt = openai_stt.create(settings, models=None)
     try:
         error = await _stt_fails(stt)
@@ -501,7 +507,7 @@ async def test_tts_stalled_server_times_out_stand_in(make: _Made) -> None:
 
 
 async def test_tts_connection_refused_is_retryable() -> None:
-    tts = openai_tts.create(TTSSettings(base_url=_closed_port_url()), models=None)
+    tts = openai_tts.create(OpenAITTSSettings(base_url=_closed_port_url()), models=None)
     try:
         error = await _tts_fails(tts)
     finally:
@@ -525,16 +531,18 @@ async def test_tts_early_close_drops_the_connection_stand_in(make: _Made) -> Non
 
 def test_missing_base_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"stt\.base_url"):
-        openai_stt.create(STTSettings(), models=None)
+        openai_stt.create(OpenAISTTSettings(model="whisper-1"), models=None)
     with pytest.raises(ConfigError, match=r"tts\.base_url"):
-        openai_tts.create(TTSSettings(), models=None)
+        openai_tts.create(OpenAITTSSettings(), models=None)
 
 
 def test_base_url_without_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="http"):
-        openai_stt.create(STTSettings(base_url="api.groq.com/openai/v1"), models=None)
+        openai_stt.create(
+            OpenAISTTSettings(base_url="api.groq.com/openai/v1", model="whisper-1"), models=None
+        )
     with pytest.raises(ConfigError, match="http"):
-        openai_tts.create(TTSSettings(base_url="api.openai.com/v1"), models=None)
+        openai_tts.create(OpenAITTSSettings(base_url="api.openai.com/v1"), models=None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ import logging
 import numpy as np
 import pytest
 
-from voxgate.core.config import Settings, TTSSettings
+from voxgate.core.config import Settings
 from voxgate.models import ModelStore
 from voxgate.providers import piper_tts
+from voxgate.providers.piper_tts import PiperSettings
 
 pytestmark = pytest.mark.models
 
@@ -26,7 +27,7 @@ async def test_a_voice_it_cannot_use_falls_back_to_the_configured_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = Settings()
-    tts = piper_tts.create(TTSSettings(), ModelStore(settings.models_dir))
+    tts = piper_tts.create(PiperSettings(), ModelStore(settings.models_dir))
     default = await _audio(tts, None)
     with caplog.at_level(logging.WARNING, logger="voxgate.providers.piper_tts"):
         other = await _audio(tts, "alloy")  # an OpenAI voice name: nothing Piper knows
@@ -43,7 +44,7 @@ async def test_a_voice_from_the_model_store_by_path_is_loaded_and_kept() -> None
     settings = Settings()
     store = ModelStore(settings.models_dir)
     path = store.resolve("en_US-joe-medium")
-    tts = piper_tts.PiperTTS(path, TTSSettings(), store)
+    tts = piper_tts.PiperTTS(path, PiperSettings(), store)
     # The same voice again, by path: loaded as a second voice, same rate, same words.
     by_path = await _audio(tts, str(path))
     default = await _audio(tts, None)

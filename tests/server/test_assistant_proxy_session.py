@@ -620,6 +620,7 @@ async def test_http_real_question_gets_a_spoken_answer(
 
     class RecordingSTT:
         sample_rate_hz = real_engines.stt.sample_rate_hz
+        streaming = False
 
         async def transcribe(self, audio: Float32Array) -> str:
             text = await real_engines.stt.transcribe(audio)

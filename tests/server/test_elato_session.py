@@ -518,6 +518,8 @@ async def test_fuzzed_frames_do_not_break_the_server(tmp_path: Path) -> None:
 
 
 class _RecordingSTT:
+    streaming = False
+
     def __init__(self, inner: SpeechToText) -> None:
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz

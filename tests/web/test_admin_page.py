@@ -32,7 +32,7 @@ from tests.server_harness import open_store, serving
 from tests.store_seed import seed
 from tests.web_browser import PageErrors, browser_page, screenshot
 from voxgate.core.capabilities import ChatMessage, LanguageModel
-from voxgate.core.config import LLMSettings, Price, Settings, STTSettings, TTSSettings, VADSettings
+from voxgate.core.config import Price, Settings
 from voxgate.core.threads import close_stream
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
@@ -71,10 +71,10 @@ def priced_settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path,
         server={"admin_token": TOKEN},  # type: ignore[arg-type]
-        vad=VADSettings(provider="standin"),
-        stt=STTSettings(provider="standin", model="ear-1"),
-        llm=LLMSettings(provider="standin", model="brain-1"),
-        tts=TTSSettings(provider="standin", voice="mouth-1"),
+        vad={"provider": "standin"},
+        stt={"provider": "standin", "model": "ear-1"},
+        llm={"provider": "standin", "model": "brain-1"},
+        tts={"provider": "standin", "voice": "mouth-1"},
         prices=PRICES,
     )
 

@@ -36,7 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxgate.core import registry
 from voxgate.core.capabilities import ModelResolver
-from voxgate.core.config import LLMSettings, Settings, STTSettings, TTSSettings
+from voxgate.core.config import Settings, describe_errors
+from voxgate.core.engine_settings import (
+    LLMSection,
+    LLMSettings,
+    STTSection,
+    STTSettings,
+    TTSSection,
+    TTSSettings,
+    engine_settings,
+)
 from voxgate.core.errors import ConfigError
 
 Capability = Literal["stt", "llm", "tts"]
@@ -48,10 +57,10 @@ class EnginesFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stt: list[STTSettings] = Field(default_factory=list)
-    llm: list[LLMSettings] = Field(default_factory=list)
-    tts: list[TTSSettings] = Field(default_factory=list)
-    judge: STTSettings | None = None
+    stt: list[STTSection] = Field(default_factory=list)
+    llm: list[LLMSection] = Field(default_factory=list)
+    tts: list[TTSSection] = Field(default_factory=list)
+    judge: STTSection | None = None
     """The STT that listens to each TTS engine's audio; default: the local faster-whisper."""
 
 
@@ -68,9 +77,9 @@ class Candidates:
 
 
 # Instant engines for a quick dry run and the tests; their model names say what they are.
-STANDIN_STT = STTSettings(provider="standin", model="fixed-text")
-STANDIN_LLM = LLMSettings(provider="standin", model="fixed-reply")
-STANDIN_TTS = TTSSettings(provider="standin", voice="tone")
+STANDIN_STT: STTSettings = engine_settings("stt", {"provider": "standin", "model": "fixed-text"})
+STANDIN_LLM: LLMSettings = engine_settings("llm", {"provider": "standin", "model": "fixed-reply"})
+STANDIN_TTS: TTSSettings = engine_settings("tts", {"provider": "standin", "voice": "tone"})
 
 
 def _alone(section: Any) -> Any:
@@ -84,7 +93,7 @@ def from_settings(settings: Settings) -> Candidates:
         stt=[_alone(s) for s in (settings.stt, *settings.stt.fallbacks)],
         llm=[_alone(s) for s in (settings.llm, *settings.llm.fallbacks)],
         tts=[_alone(s) for s in (settings.tts, *settings.tts.fallbacks)],
-        judge=STTSettings(),
+        judge=engine_settings("stt"),
     )
 
 
@@ -99,10 +108,7 @@ def read_engines_file(path: Path, base: Candidates) -> Candidates:
     try:
         listed = EnginesFile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"engines file {path}: {problems}") from None
+        raise ConfigError(f"engines file {path}: {describe_errors(exc)}") from None
     return Candidates(
         stt=[_alone(s) for s in listed.stt] or base.stt,
         llm=[_alone(s) for s in listed.llm] or base.llm,
@@ -121,11 +127,9 @@ def with_standin(candidates: Candidates) -> Candidates:
 
 
 def price_key(capability: Capability, section: Section) -> str:
-    """``provider/model`` as in the price table (TTS: the model, else the voice), as the turn
-    engine prices it (voxgate/pipeline/engines.py)."""
-    if isinstance(section, TTSSettings):
-        return f"{section.provider}/{section.model or section.voice}"
-    return f"{section.provider}/{section.model}"
+    """``provider/model`` as in the price table: the model the engine runs (for Piper, its
+    voice), as the turn engine prices it (voxgate/pipeline/engines.py)."""
+    return f"{section.provider}/{section.priced_model}"
 
 
 def labels(capability: Capability, sections: list[Any]) -> list[str]:

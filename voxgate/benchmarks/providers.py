@@ -145,9 +145,9 @@ class _Runner:
 
     def _plan(self, capability: Capability, section: Any, engine: Any) -> _Plan:
         """What to send an engine of ``capability``, wrapped in the turn engine's metering."""
-        price = self.prices.get(cands.price_key(capability, section), Price())
+        price = self.prices.get(f"{section.provider}/{engine.model}", Price())
         if capability == "stt":
-            stt = MeteredSTT(engine, section.provider, section.model, price)
+            stt = MeteredSTT(engine, section.provider, price)
             audio = [calls.clip_audio(clip, stt.sample_rate_hz) for clip in self.inputs.clips]
 
             async def transcribe(item: tuple[Clip, Any]) -> Sample:
@@ -160,7 +160,7 @@ class _Runner:
                 calls.summarise_stt,
             )
         if capability == "llm":
-            llm = MeteredLLM(engine, section.provider, section.model, price)
+            llm = MeteredLLM(engine, section.provider, price)
             # The system prompt is in the untimed call too, as the turn engine's warm-up does,
             # so an engine with a prompt cache starts every timed call with it warm.
             hello = [ChatMessage("system", self.inputs.system_prompt), ChatMessage("user", "Hi")]
@@ -174,7 +174,7 @@ class _Runner:
                 reply,
                 calls.summarise_llm,
             )
-        tts = MeteredTTS(engine, section.provider, section.model or section.voice, price)
+        tts = MeteredTTS(engine, section.provider, price)
 
         async def speak(sentence: str) -> Sample:
             return await calls.speak(tts, sentence, self.judge)

@@ -68,8 +68,15 @@ class VoiceActivityDetector(Protocol):
 
 
 class SpeechToText(Protocol):
+    """What an engine can do is declared as data (``sample_rate_hz``, ``streaming``, ``model``);
+    a wrapper declares what it wraps."""
+
     sample_rate_hz: int
     """The rate ``transcribe`` expects its audio at."""
+    streaming: bool
+    """True when the engine is configured to stream: it is then a :class:`StreamingSpeechToText`."""
+    model: str
+    """The model it runs, as priced: ``[prices."provider/model"]``."""
 
     async def transcribe(self, audio: Float32Array) -> str:
         """Text of a whole utterance (float32 samples in [-1, 1], mono). Empty when nothing is said."""
@@ -102,9 +109,6 @@ class STTStream(Protocol):
 class StreamingSpeechToText(SpeechToText, Protocol):
     """An STT that can also transcribe while the user speaks (its ``transcribe`` still works)."""
 
-    streaming: bool
-    """True when the engine is configured to stream; a wrapper copies what it wraps."""
-
     async def open_stream(self) -> STTStream:
         """A new stream for one utterance (connected: connection failures raise here)."""
         ...
@@ -112,7 +116,7 @@ class StreamingSpeechToText(SpeechToText, Protocol):
 
 def can_stream(stt: SpeechToText) -> TypeGuard[StreamingSpeechToText]:
     """Whether ``stt`` (or the engine its wrappers wrap) is configured to stream."""
-    return getattr(stt, "streaming", False) is True
+    return stt.streaming
 
 
 async def open_stt_stream(stt: SpeechToText) -> STTStream:
@@ -123,6 +127,9 @@ async def open_stt_stream(stt: SpeechToText) -> STTStream:
 
 
 class LanguageModel(Protocol):
+    model: str
+    """The model it runs, as priced: ``[prices."provider/model"]``."""
+
     def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         """Reply text in pieces as it is generated, and any tool calls (only engines configured
         with ``tools`` make them). Closing the iterator stops generation."""
@@ -131,6 +138,8 @@ class LanguageModel(Protocol):
 
 class TextToSpeech(Protocol):
     sample_rate_hz: int
+    model: str
+    """The model (or, for Piper, the voice) it runs, as priced: ``[prices."provider/model"]``."""
 
     def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         """Audio of ``text`` (mono PCM16 at ``sample_rate_hz``), in one or more chunks.

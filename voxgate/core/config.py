@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,39 +19,48 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from voxgate.core.capabilities import TOOLS
+from voxgate.core.engine_settings import (
+    BreakerSettings,
+    EngineSettings,
+    LLMSection,
+    LLMSettings,
+    RealtimeSection,
+    RealtimeSettings,
+    RetrySettings,
+    ServiceSettings,
+    STTSection,
+    STTSettings,
+    TTSSection,
+    TTSSettings,
+    VADSection,
+    VADSettings,
+    engine_settings,
+)
 from voxgate.core.errors import ConfigError
+
+__all__ = [
+    "BreakerSettings",
+    "CharacterSettings",
+    "DatabaseSettings",
+    "EngineSettings",
+    "LLMSettings",
+    "Price",
+    "RealtimeSettings",
+    "RetrySettings",
+    "STTSettings",
+    "ServerSettings",
+    "ServiceSettings",
+    "Settings",
+    "TTSSettings",
+    "TurnSettings",
+    "VADSettings",
+    "load_settings",
+]
 
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "voxgate"
-
-
-class RetrySettings(BaseModel):
-    attempts: int = Field(2, ge=1)
-    """Tries in all, the first included; only errors the provider calls retryable are retried."""
-    base_backoff_s: float = Field(0.2, ge=0)
-    max_backoff_s: float = Field(2.0, ge=0)
-    """A longer Retry-After gives up at once, so the next engine in the chain can answer."""
-
-
-class BreakerSettings(BaseModel):
-    failure_threshold: int = Field(3, ge=1)
-    """Consecutive failures that open the circuit: the engine is then skipped at once..."""
-    cooldown_s: float = Field(30.0, ge=0)
-    """...for this long, after which one trial call may go through."""
-
-
-class ResilienceSettings(BaseModel):
-    """Failure handling, for every engine section (stt, llm, tts)."""
-
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
-    timeout_s_first_byte: float | None = Field(None, gt=0)
-    """Streams (LLM, TTS): give up if nothing comes within this long."""
-    timeout_s_total: float | None = Field(None, gt=0)
-    """Time spent waiting on the engine for one call, at most."""
 
 
 class Price(BaseModel):
@@ -89,113 +98,6 @@ def default_prices() -> dict[str, Price]:
             per_million_tokens_in=32.0, per_million_tokens_out=64.0
         ),
     }
-
-
-class VADSettings(BaseModel):
-    provider: str = "silero"
-    model: str = "silero-vad"
-    """A name from ``voxgate models`` or a path to an ONNX file."""
-    threshold: float = Field(0.5, gt=0, lt=1)
-    """Speech probability above which a chunk counts as speech."""
-
-
-class STTSettings(ResilienceSettings):
-    provider: str = "faster-whisper"
-    model: str = "whisper-tiny-en"
-    """A name from ``voxgate models`` or a path to a CTranslate2 Whisper directory."""
-    language: str | None = "en"
-    compute_type: str = "int8"
-    beam_size: int = Field(1, ge=1)
-    threads: int = Field(2, ge=1)
-    max_concurrent: int = Field(1, ge=1)
-    """Transcriptions running at once; more sessions queue in arrival order."""
-    base_url: str | None = None
-    """Cloud providers: the API's base URL (e.g. ``https://api.groq.com/openai/v1``)."""
-    api_key: SecretStr | None = None
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(30.0, gt=0)
-    streaming: bool = False
-    """Providers that can (``deepgram``): transcribe while the user speaks, over one connection
-    per utterance; interim results become partial transcripts, and the reply's transcript is the
-    stream's final one instead of a second, batch request."""
-    fallbacks: list[STTSettings] = Field(default_factory=list)
-    """Engines tried in order when this one fails (each with its own settings)."""
-
-
-class LLMSettings(ResilienceSettings):
-    provider: str = "llamacpp"
-    model: str = "qwen2.5-0.5b-instruct"
-    """llamacpp: a name from ``voxgate models`` or a path to a GGUF file. openai: the model id."""
-    base_url: str | None = None
-    """openai provider: the server's base URL, e.g. ``http://localhost:11434/v1`` for Ollama."""
-    api_key: SecretStr | None = None
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    max_tokens: int = Field(150, ge=1)
-    temperature: float = Field(0.7, ge=0)
-    context_tokens: int = Field(2048, ge=256)
-    threads: int = Field(2, ge=1)
-    max_concurrent: int = Field(1, ge=1)
-    timeout_s: float = Field(30.0, gt=0)
-    tools: list[str] = Field(default_factory=list)
-    """Tools offered to the LLM (``openai`` provider): ``end_session`` lets it end the
-    conversation when the user says goodbye."""
-    fallbacks: list[LLMSettings] = Field(default_factory=list)
-    """Engines tried in order when this one fails, e.g. a cloud LLM falling back to llamacpp."""
-
-    @field_validator("tools")
-    @classmethod
-    def _known_tools(cls, tools: list[str]) -> list[str]:
-        unknown = sorted(set(tools) - set(TOOLS))
-        if unknown:
-            raise ValueError(f"unknown tools {unknown}; voxgate offers {sorted(TOOLS)}")
-        return tools
-
-
-class TTSSettings(ResilienceSettings):
-    provider: str = "piper"
-    voice: str = "en_US-joe-medium"
-    """A name from ``voxgate models`` or a path to a Piper ``.onnx`` voice (its ``.onnx.json`` beside)."""
-    length_scale: float = Field(1.0, gt=0)
-    """Above 1 speaks slower, below 1 faster."""
-    max_concurrent: int = Field(1, ge=1)
-    model: str | None = None
-    """Cloud providers: the TTS model id (e.g. ``gpt-4o-mini-tts``, ``aura-2-thalia-en``)."""
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(30.0, gt=0)
-    fallbacks: list[TTSSettings] = Field(default_factory=list)
-    """Engines tried in order when this one fails; their audio is resampled to this one's rate."""
-
-
-class RealtimeSettings(BaseModel):
-    """An OpenAI Realtime speech-to-speech engine, used instead of the VAD → STT → LLM → TTS
-    cascade. The character's system prompt is the session's instructions."""
-
-    provider: str = "openai-realtime"
-    """Names the engine in usage records and price keys (``"openai-realtime/gpt-realtime"``)."""
-    model: str = "gpt-realtime"
-    voice: str = "marin"
-    base_url: str = "wss://api.openai.com/v1"
-    api_key: SecretStr | None = None
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(10.0, gt=0)
-    """Opening the connection (TCP, TLS, WebSocket handshake), at most."""
-    transcription_model: str | None = "gpt-4o-mini-transcribe"
-    """Transcribes what the user said (for the history and the device); None: no user text."""
-    transcript_wait_s: float = Field(3.0, ge=0)
-    """A reply's turn is reported once the user's transcript is in, waiting this long for it."""
-    vad_threshold: float = Field(0.5, gt=0, lt=1)
-    prefix_padding_ms: int = Field(300, ge=0)
-    silence_duration_ms: int = Field(500, ge=100)
-    """Trailing silence after which the server ends the user's turn."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _websocket_url(cls, url: str) -> str:
-        if not url.startswith(("ws://", "wss://")):
-            raise ValueError(f"must start with ws:// or wss://, got {url!r}")
-        return url.rstrip("/")
 
 
 class TurnSettings(BaseModel):
@@ -294,15 +196,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where prepared models (``models/``) and other state live."""
     log_level: str = "INFO"
-    vad: VADSettings = Field(default_factory=VADSettings)
-    stt: STTSettings = Field(default_factory=STTSettings)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    tts: TTSSettings = Field(default_factory=TTSSettings)
+    # Each engine section is its provider's own settings class (voxgate/providers/*.py), chosen
+    # by ``provider``; leaving it out picks the embedded default engine.
+    vad: VADSection = Field(default_factory=lambda: engine_settings("vad"))
+    stt: STTSection = Field(default_factory=lambda: engine_settings("stt"))
+    llm: LLMSection = Field(default_factory=lambda: engine_settings("llm"))
+    tts: TTSSection = Field(default_factory=lambda: engine_settings("tts"))
     turn: TurnSettings = Field(default_factory=TurnSettings)
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    realtime: RealtimeSettings | None = None
+    realtime: RealtimeSection | None = None
     """Speech-to-speech instead of the cascade: every session of every protocol talks to one
     upstream Realtime connection of its own (``VOXGATE_REALTIME__API_KEY``...)."""
     database_url: str | None = None
@@ -340,15 +244,30 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read the configuration once: ``config_file`` (TOML) if given, else ``$VOXGATE_CONFIG``."""
+    """Read the configuration once: ``config_file`` (TOML) if given, else ``$VOXGATE_CONFIG``.
+
+    A setting that is wrong is a :class:`ConfigError` naming each key (``stt.compute_type``) and
+    what to change."""
     if config_file is None and os.environ.get("VOXGATE_CONFIG"):
         config_file = Path(os.environ["VOXGATE_CONFIG"])
-    if config_file is None:
-        return Settings(**overrides)
-    if not config_file.is_file():
+    if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist")
+    try:
+        if config_file is None:
+            return Settings(**overrides)
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(toml_file=config_file)
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
 
-    return FileSettings(**overrides)
+        return FileSettings(**overrides)
+    except ValidationError as exc:
+        source = f"config file {config_file}" if config_file else "configuration"
+        raise ConfigError(f"{source}: {describe_errors(exc)}") from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Each problem as ``section.key: what is wrong``, one a line."""
+    return "\n".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors()
+    )

@@ -1,63 +1,102 @@
-"""Providers by name. Imports are lazy so a heavy engine is only loaded when it is configured."""
+"""Engines by name: a provider's settings class and its factory, imported lazily so only the
+configured engines' modules are loaded.
+
+Adding an engine is one module in ``voxgate/providers/`` (its settings class, subclassing one of
+``voxgate/core/engine_settings.py``, and a ``create(settings, models)`` factory) and one line here.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from voxgate.core.errors import ConfigError
 
-# capability -> provider name -> "module:factory". A factory takes (settings section, ModelStore).
-_PROVIDERS: dict[str, dict[str, str]] = {
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """Where an engine's settings class and factory are, each as ``"package.module:name"``."""
+
+    settings: str
+    factory: str
+
+
+def _p(module: str, settings: str, factory: str = "create") -> Engine:
+    """An engine whose module in ``voxgate/providers/`` holds both."""
+    return Engine(f"voxgate.providers.{module}:{settings}", f"voxgate.providers.{module}:{factory}")
+
+
+# capability -> provider name -> engine. A factory takes (its settings, ModelStore).
+_ENGINES: dict[str, dict[str, Engine]] = {
     "vad": {
-        "silero": "voxgate.providers.silero_vad:create",
-        "standin": "voxgate.providers.standin:create_vad",
+        "silero": _p("silero_vad", "SileroVADSettings"),
+        "standin": _p("standin", "StandinVADSettings", "create_vad"),
     },
     "stt": {
-        "faster-whisper": "voxgate.providers.faster_whisper_stt:create",
-        "openai": "voxgate.providers.openai_stt:create",
-        "deepgram": "voxgate.providers.deepgram_stt:create",
-        "cloudflare": "voxgate.providers.cloudflare_stt:create",
-        "standin": "voxgate.providers.standin:create_stt",
+        "faster-whisper": _p("faster_whisper_stt", "FasterWhisperSettings"),
+        "openai": _p("openai_stt", "OpenAISTTSettings"),
+        "deepgram": _p("deepgram_stt", "DeepgramSTTSettings"),
+        "cloudflare": _p("cloudflare_stt", "CloudflareSTTSettings"),
+        "standin": _p("standin", "StandinSTTSettings", "create_stt"),
     },
     "llm": {
-        "llamacpp": "voxgate.providers.llamacpp_llm:create",
-        "openai": "voxgate.providers.openai_llm:create",
-        "standin": "voxgate.providers.standin:create_llm",
+        "llamacpp": _p("llamacpp_llm", "LlamaCppSettings"),
+        "openai": _p("openai_llm", "OpenAILLMSettings"),
+        "standin": _p("standin", "StandinLLMSettings", "create_llm"),
     },
     "tts": {
-        "piper": "voxgate.providers.piper_tts:create",
-        "openai": "voxgate.providers.openai_tts:create",
-        "deepgram": "voxgate.providers.deepgram_tts:create",
-        "elevenlabs": "voxgate.providers.elevenlabs_tts:create",
-        "cloudflare": "voxgate.providers.cloudflare_tts:create",
-        "standin": "voxgate.providers.standin:create_tts",
+        "piper": _p("piper_tts", "PiperSettings"),
+        "openai": _p("openai_tts", "OpenAITTSSettings"),
+        "deepgram": _p("deepgram_tts", "DeepgramTTSSettings"),
+        "elevenlabs": _p("elevenlabs_tts", "ElevenLabsSettings"),
+        "cloudflare": _p("cloudflare_tts", "CloudflareTTSSettings"),
+        "standin": _p("standin", "StandinTTSSettings", "create_tts"),
     },
-    # Speech-to-speech: a factory takes (settings, turn settings, character, **session options)
-    # and returns a whole session (voxgate.pipeline.voice_session.VoiceSession).
+    # Speech to speech ([realtime]): a factory takes (settings, turn settings, character,
+    # **session options) and returns a whole session (voxgate.pipeline.voice_session).
     "s2s": {
-        "openai-realtime": "voxgate.providers.openai_realtime_session:create",
+        "openai-realtime": Engine(
+            "voxgate.providers.openai_realtime:OpenAIRealtimeSettings",
+            "voxgate.providers.openai_realtime_session:create",
+        ),
     },
 }
 
+DEFAULT_PROVIDERS: dict[str, str] = {
+    "vad": "silero",
+    "stt": "faster-whisper",
+    "llm": "llamacpp",
+    "tts": "piper",
+    "s2s": "openai-realtime",
+}
+"""The embedded default of each capability: a section that names no provider gets it."""
+
 
 def provider_names(capability: str) -> list[str]:
-    return sorted(_PROVIDERS.get(capability, {}))
+    return sorted(_ENGINES.get(capability, {}))
 
 
-def register(capability: str, name: str, target: str) -> None:
-    """Add a provider (``target`` is ``"package.module:factory"``)."""
-    _PROVIDERS.setdefault(capability, {})[name] = target
-
-
-def factory(capability: str, name: str) -> Callable[..., Any]:
+def _engine(capability: str, name: str) -> Engine:
     try:
-        target = _PROVIDERS[capability][name]
+        return _ENGINES[capability][name]
     except KeyError:
         known = ", ".join(provider_names(capability)) or "none"
         raise ConfigError(f"unknown {capability} provider {name!r} (known: {known})") from None
+
+
+def _load(target: str) -> Any:
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    created: Callable[..., Any] = getattr(module, attr)
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def settings_model(capability: str, name: str) -> type[Any]:
+    """The settings class of engine ``name`` (a pydantic model)."""
+    model: type[Any] = _load(_engine(capability, name).settings)
+    return model
+
+
+def factory(capability: str, name: str) -> Callable[..., Any]:
+    created: Callable[..., Any] = _load(_engine(capability, name).factory)
     return created

@@ -26,7 +26,7 @@ from voxgate.core.capabilities import (
     can_stream,
     open_stt_stream,
 )
-from voxgate.core.config import Price, Settings
+from voxgate.core.config import EngineSettings, Price, ServiceSettings, Settings
 from voxgate.core.threads import close_stream
 from voxgate.pipeline.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voxgate.pipeline.metering import MeteredLLM, MeteredSTT, MeteredTTS
@@ -47,6 +47,7 @@ class LimitedSTT:
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
         self.streaming = can_stream(inner)
+        self.model = inner.model
         self._slots = asyncio.Semaphore(limit)
 
     async def transcribe(self, audio: Float32Array) -> str:
@@ -62,6 +63,7 @@ class LimitedSTT:
 class LimitedLLM:
     def __init__(self, inner: LanguageModel, limit: int) -> None:
         self.inner = inner
+        self.model = inner.model
         self._slots = asyncio.Semaphore(limit)
 
     async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
@@ -78,6 +80,7 @@ class LimitedTTS:
     def __init__(self, inner: TextToSpeech, limit: int) -> None:
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
+        self.model = inner.model
         self._slots = asyncio.Semaphore(limit)
 
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
@@ -137,12 +140,13 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     each fallback too, and wrap them: retries, breaker and timeouts innermost, then usage metering,
     then the concurrency limit (so timeouts and compute time measure the engine, not the queue),
     then the fallback chain."""
-    chains: dict[str, list[Any]] = {
+    chains: dict[str, list[ServiceSettings]] = {
         "stt": [settings.stt, *settings.stt.fallbacks],
         "llm": [settings.llm, *settings.llm.fallbacks],
         "tts": [settings.tts, *settings.tts.fallbacks],
     }
-    jobs = [("vad", settings.vad)] + [(cap, s) for cap, chain in chains.items() for s in chain]
+    jobs: list[tuple[str, EngineSettings]] = [("vad", settings.vad)]
+    jobs += [(cap, s) for cap, chain in chains.items() for s in chain]
     with ThreadPoolExecutor(len(jobs), thread_name_prefix="voxgate-load") as pool:
         futures = [
             pool.submit(registry.factory(capability, section.provider), section, models)
@@ -151,43 +155,24 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         loaded = [future.result() for future in futures]
     engines = iter(loaded[1:])
 
-    def guarded(capability: str, section: Any) -> Any:
+    def guarded(capability: str, section: ServiceSettings) -> Any:
         engine = next(engines)
         policy = RetryPolicy(**section.retry.model_dump())
         breaker = CircuitBreaker(**section.breaker.model_dump())
         name = f"{capability} {section.provider}"
-        # The engine's own model when it has one (cloud engines have defaults of their own; the
-        # settings' defaults name the local models).
-        model = getattr(engine, "model", None)
-        if not isinstance(model, str):
-            model = (section.model or section.voice) if capability == "tts" else section.model
-        price = settings.prices.get(f"{section.provider}/{model}", Price())
+        # Priced by the model the engine declares it runs (its settings' own default if unset).
+        price = settings.prices.get(f"{section.provider}/{engine.model}", Price())
+        first_byte, total = section.timeout_s_first_byte, section.timeout_s_total
         if capability == "stt":
-            resilient_stt = ResilientSTT(
-                engine, policy, breaker, section.timeout_s_total, name=name
-            )
-            metered_stt = MeteredSTT(resilient_stt, section.provider, model, price)
+            resilient_stt = ResilientSTT(engine, policy, breaker, total, name=name)
+            metered_stt = MeteredSTT(resilient_stt, section.provider, price)
             return LimitedSTT(metered_stt, section.max_concurrent)
         if capability == "llm":
-            resilient_llm = ResilientLLM(
-                engine,
-                policy,
-                breaker,
-                section.timeout_s_first_byte,
-                section.timeout_s_total,
-                name=name,
-            )
-            metered_llm = MeteredLLM(resilient_llm, section.provider, model, price)
+            resilient_llm = ResilientLLM(engine, policy, breaker, first_byte, total, name=name)
+            metered_llm = MeteredLLM(resilient_llm, section.provider, price)
             return LimitedLLM(metered_llm, section.max_concurrent)
-        resilient_tts = ResilientTTS(
-            engine,
-            policy,
-            breaker,
-            section.timeout_s_first_byte,
-            section.timeout_s_total,
-            name=name,
-        )
-        metered_tts = MeteredTTS(resilient_tts, section.provider, model, price)
+        resilient_tts = ResilientTTS(engine, policy, breaker, first_byte, total, name=name)
+        metered_tts = MeteredTTS(resilient_tts, section.provider, price)
         return LimitedTTS(metered_tts, section.max_concurrent)
 
     wrapped = {cap: [guarded(cap, section) for section in chain] for cap, chain in chains.items()}

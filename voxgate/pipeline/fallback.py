@@ -64,6 +64,7 @@ class FallbackSTT:
         _check_chain(engines)
         self.engines = list(engines)
         self.sample_rate_hz = self.engines[0].sample_rate_hz
+        self.model = self.engines[0].model
         self.streaming = can_stream(self.engines[0])
         """Streams when the first engine does; a stream that fails is not failed over: its user
         falls back to :meth:`transcribe` of the recorded utterance, which is."""
@@ -92,6 +93,7 @@ class FallbackLLM:
     def __init__(self, engines: Sequence[LanguageModel]) -> None:
         _check_chain(engines)
         self.engines = list(engines)
+        self.model = self.engines[0].model
 
     def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         return _fall_over([_bind_llm(engine, messages) for engine in self.engines])
@@ -110,6 +112,7 @@ class FallbackTTS:
         _check_chain(engines)
         self.engines = list(engines)
         self.sample_rate_hz = self.engines[0].sample_rate_hz
+        self.model = self.engines[0].model
 
     def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         return _fall_over([self._bind(engine, text, voice) for engine in self.engines])

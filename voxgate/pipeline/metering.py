@@ -39,6 +39,8 @@ def cost_usd(usage: EngineUsage, price: Price) -> float:
 
 
 class _Metered:
+    """Bills under ``provider`` and the model the engine declares it runs."""
+
     def __init__(self, provider: str, model: str, price: Price) -> None:
         self.provider = provider
         self.model = model
@@ -51,8 +53,8 @@ class _Metered:
 
 
 class MeteredSTT(_Metered):
-    def __init__(self, inner: SpeechToText, provider: str, model: str, price: Price) -> None:
-        super().__init__(provider, model, price)
+    def __init__(self, inner: SpeechToText, provider: str, price: Price) -> None:
+        super().__init__(provider, inner.model, price)
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
         self.streaming = can_stream(inner)
@@ -112,8 +114,8 @@ class _MeteredStream:
 
 
 class MeteredLLM(_Metered):
-    def __init__(self, inner: LanguageModel, provider: str, model: str, price: Price) -> None:
-        super().__init__(provider, model, price)
+    def __init__(self, inner: LanguageModel, provider: str, price: Price) -> None:
+        super().__init__(provider, inner.model, price)
         self.inner = inner
 
     async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
@@ -157,8 +159,8 @@ class MeteredLLM(_Metered):
 
 
 class MeteredTTS(_Metered):
-    def __init__(self, inner: TextToSpeech, provider: str, model: str, price: Price) -> None:
-        super().__init__(provider, model, price)
+    def __init__(self, inner: TextToSpeech, provider: str, price: Price) -> None:
+        super().__init__(provider, inner.model, price)
         self.inner = inner
         self.sample_rate_hz = inner.sample_rate_hz
 

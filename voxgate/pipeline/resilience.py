@@ -281,6 +281,7 @@ class _Resilient:
         name: str | None = None,
     ) -> None:
         self.inner = inner
+        self.model: str = inner.model
         self.guard = _Guard(
             name or type(inner).__name__,
             self.code,

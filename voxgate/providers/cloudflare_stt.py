@@ -11,29 +11,37 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from voxgate.core.capabilities import Float32Array
-from voxgate.core.config import STTSettings
+from voxgate.core.engine_settings import HttpApiSettings, STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
-from voxgate.providers.http_api import HttpApi, own_default
+from voxgate.providers.http_api import HttpApi
 from voxgate.providers.pcm_http import wav_bytes
 
 EXAMPLE_BASE_URL = "https://api.cloudflare.com/client/v4/accounts/ACCOUNT_ID/ai/run"
-DEFAULT_MODEL = "@cf/openai/whisper"
-"""Used when ``stt.model`` is not set (its default names the local Whisper model)."""
 _JSON_MODELS = ("@cf/openai/whisper-large-v3-turbo",)
 """Models whose input is JSON with base64 audio rather than the audio file itself."""
+
+
+class CloudflareSTTSettings(STTSettings, HttpApiSettings):
+    """``[stt] provider = "cloudflare"``; ``base_url`` (no default) carries the account id."""
+
+    provider: Literal["cloudflare"] = "cloudflare"
+    model: str = "@cf/openai/whisper"
+    language: str | None = "en"
+    """Sent to the models that take JSON (``@cf/openai/whisper-large-v3-turbo``)."""
 
 
 class CloudflareSTT:
     """Transcribes with ``POST {base_url}/{model}``; one HTTP client for all sessions."""
 
     sample_rate_hz = 16_000
+    streaming = False
 
-    def __init__(self, settings: STTSettings) -> None:
+    def __init__(self, settings: CloudflareSTTSettings) -> None:
         self._api = HttpApi(
             "stt",
             settings,
@@ -43,7 +51,7 @@ class CloudflareSTT:
             example_url=EXAMPLE_BASE_URL,
             key_required=True,
         )
-        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self.model = settings.model
         self._url = self._api.url(f"/{self.model}")
         self._language = settings.language
 
@@ -91,6 +99,6 @@ class CloudflareSTT:
         return text.strip()
 
 
-def create(settings: STTSettings, models: object) -> CloudflareSTT:
+def create(settings: CloudflareSTTSettings, models: object) -> CloudflareSTT:
     """Registry factory; ``models`` (the model store) is unused: Cloudflare holds the model."""
     return CloudflareSTT(settings)

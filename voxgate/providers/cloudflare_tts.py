@@ -14,18 +14,30 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import TTSSettings
+from voxgate.core.engine_settings import HttpApiSettings, TTSSettings
 from voxgate.core.errors import ErrorCode, ProviderError
-from voxgate.providers.http_api import HttpApi, own_default
+from voxgate.providers.http_api import HttpApi
 from voxgate.providers.pcm_http import no_audio, pcm_chunks, samples
 
 EXAMPLE_BASE_URL = "https://api.cloudflare.com/client/v4/accounts/ACCOUNT_ID/ai/run"
-DEFAULT_MODEL = "@cf/deepgram/aura-1"
+
+
+class CloudflareTTSSettings(TTSSettings, HttpApiSettings):
+    """``[tts] provider = "cloudflare"``; ``base_url`` (no default) carries the account id."""
+
+    provider: Literal["cloudflare"] = "cloudflare"
+    model: str = "@cf/deepgram/aura-1"
+    voice: str | None = None
+    """Aura's ``speaker`` (``angus``, ``asteria``, ``luna``, ...); None: Cloudflare's default."""
+
+    @property
+    def priced_model(self) -> str:
+        return self.model
 
 
 class CloudflareTTS:
@@ -35,7 +47,7 @@ class CloudflareTTS:
 
     sample_rate_hz = 24_000
 
-    def __init__(self, settings: TTSSettings) -> None:
+    def __init__(self, settings: CloudflareTTSSettings) -> None:
         self._api = HttpApi(
             "tts",
             settings,
@@ -44,14 +56,14 @@ class CloudflareTTS:
             example_url=EXAMPLE_BASE_URL,
             key_required=True,
         )
-        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self.model = settings.model
         self._url = self._api.url(f"/{self.model}")
         self._options: dict[str, Any] = {
             "encoding": "linear16",
             "container": "none",
             "sample_rate": self.sample_rate_hz,
         }
-        if "voice" in settings.model_fields_set:
+        if settings.voice:
             self._options["speaker"] = settings.voice
 
     async def aclose(self) -> None:
@@ -112,6 +124,6 @@ class CloudflareTTS:
         return samples(pcm)
 
 
-def create(settings: TTSSettings, models: object) -> CloudflareTTS:
+def create(settings: CloudflareTTSSettings, models: object) -> CloudflareTTS:
     """Registry factory; ``models`` (the model store) is unused: Cloudflare holds the voice."""
     return CloudflareTTS(settings)

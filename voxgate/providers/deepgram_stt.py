@@ -10,20 +10,33 @@ above (which owns retries and fallback) whether trying again may help.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from voxgate.core.capabilities import Float32Array
-from voxgate.core.config import STTSettings
+from voxgate.core.engine_settings import HttpApiSettings, STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.deepgram_stream import DeepgramStream, connect_stream, listen_url
-from voxgate.providers.http_api import HttpApi, own_default
+from voxgate.providers.http_api import HttpApi
 from voxgate.providers.pcm_http import wav_bytes
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
-DEFAULT_MODEL = "nova-3"
-"""Used when ``stt.model`` is not set (its default names the local Whisper model)."""
+
+
+class DeepgramSTTSettings(STTSettings, HttpApiSettings):
+    """``[stt] provider = "deepgram"``."""
+
+    provider: Literal["deepgram"] = "deepgram"
+    base_url: str | None = DEFAULT_BASE_URL
+    """Without ``/v1``."""
+    model: str = "nova-3"
+    language: str | None = "en"
+    """``""`` or None: Deepgram's default."""
+    streaming: bool = False
+    """Transcribe while the user speaks, over one connection per utterance; interim results
+    become partial transcripts, and the reply's transcript is the stream's final one instead of a
+    second, batch request."""
 
 
 class DeepgramSTT:
@@ -31,20 +44,19 @@ class DeepgramSTT:
 
     sample_rate_hz = 16_000
 
-    def __init__(self, settings: STTSettings) -> None:
+    def __init__(self, settings: DeepgramSTTSettings) -> None:
         self._api = HttpApi(
             "stt",
             settings,
             code=ErrorCode.STT_FAILED,
             accept="application/json",
             provider="deepgram",
-            default_base_url=DEFAULT_BASE_URL,
             example_url=DEFAULT_BASE_URL,
             auth_header=("Authorization", "Token "),
             key_required=True,
         )
         self._url = self._api.url("/v1/listen")
-        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self.model = settings.model
         self._params = {"model": self.model, "smart_format": "true"}
         if settings.language:
             self._params["language"] = settings.language
@@ -100,6 +112,6 @@ class DeepgramSTT:
         return transcript.strip()
 
 
-def create(settings: STTSettings, models: object) -> DeepgramSTT:
+def create(settings: DeepgramSTTSettings, models: object) -> DeepgramSTT:
     """Registry factory; ``models`` (the model store) is unused: Deepgram holds the model."""
     return DeepgramSTT(settings)

@@ -6,15 +6,27 @@ as it streams in. The model names the voice (``aura-2-thalia-en``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import TTSSettings
+from voxgate.core.engine_settings import HttpApiSettings, TTSSettings
 from voxgate.core.errors import ErrorCode
-from voxgate.providers.http_api import HttpApi, own_default
+from voxgate.providers.http_api import HttpApi
 from voxgate.providers.pcm_http import no_audio, stream_pcm
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
-DEFAULT_MODEL = "aura-2-thalia-en"
+
+
+class DeepgramTTSSettings(TTSSettings, HttpApiSettings):
+    """``[tts] provider = "deepgram"``: Aura, where the model is the voice (no ``voice``)."""
+
+    provider: Literal["deepgram"] = "deepgram"
+    base_url: str | None = DEFAULT_BASE_URL
+    model: str = "aura-2-thalia-en"
+
+    @property
+    def priced_model(self) -> str:
+        return self.model
 
 
 class DeepgramTTS:
@@ -22,19 +34,18 @@ class DeepgramTTS:
 
     sample_rate_hz = 24_000
 
-    def __init__(self, settings: TTSSettings) -> None:
+    def __init__(self, settings: DeepgramTTSSettings) -> None:
         self._api = HttpApi(
             "tts",
             settings,
             code=ErrorCode.TTS_FAILED,
             provider="deepgram",
-            default_base_url=DEFAULT_BASE_URL,
             example_url=DEFAULT_BASE_URL,
             auth_header=("Authorization", "Token "),
             key_required=True,
         )
         self._url = self._api.url("/v1/speak")
-        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self.model = settings.model
         self._params = {
             "model": self.model,
             "encoding": "linear16",
@@ -59,6 +70,6 @@ class DeepgramTTS:
         )
 
 
-def create(settings: TTSSettings, models: object) -> DeepgramTTS:
+def create(settings: DeepgramTTSSettings, models: object) -> DeepgramTTS:
     """Registry factory; ``models`` (the model store) is unused: Deepgram holds the voice."""
     return DeepgramTTS(settings)

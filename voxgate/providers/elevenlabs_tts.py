@@ -8,19 +8,31 @@ the reply is headerless 24 kHz PCM16, passed on as it streams in.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Literal
 from urllib.parse import quote
 
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import TTSSettings
+from voxgate.core.engine_settings import HttpApiSettings, TTSSettings
 from voxgate.core.errors import ErrorCode
-from voxgate.providers.http_api import HttpApi, own_default
+from voxgate.providers.http_api import HttpApi
 from voxgate.providers.pcm_http import no_audio, stream_pcm
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
-DEFAULT_MODEL = "eleven_flash_v2_5"
-"""The low-latency model, used when ``tts.model`` is not set."""
-DEFAULT_VOICE = "JBFqnCBsd6RMkjVDRZzb"
-"""A premade voice ("George"), used when ``tts.voice`` is not set (its default names a Piper voice)."""
+
+
+class ElevenLabsSettings(TTSSettings, HttpApiSettings):
+    """``[tts] provider = "elevenlabs"``."""
+
+    provider: Literal["elevenlabs"] = "elevenlabs"
+    base_url: str | None = DEFAULT_BASE_URL
+    model: str = "eleven_flash_v2_5"
+    """The low-latency model."""
+    voice: str = "JBFqnCBsd6RMkjVDRZzb"
+    """A voice id from the ElevenLabs voice library (this one: the premade "George")."""
+
+    @property
+    def priced_model(self) -> str:
+        return self.model
 
 
 class ElevenLabsTTS:
@@ -29,19 +41,18 @@ class ElevenLabsTTS:
 
     sample_rate_hz = 24_000
 
-    def __init__(self, settings: TTSSettings) -> None:
+    def __init__(self, settings: ElevenLabsSettings) -> None:
         self._api = HttpApi(
             "tts",
             settings,
             code=ErrorCode.TTS_FAILED,
             provider="elevenlabs",
-            default_base_url=DEFAULT_BASE_URL,
             example_url=DEFAULT_BASE_URL,
             auth_header=("xi-api-key", ""),
             key_required=True,
         )
-        self._voice = own_default(settings, "voice", DEFAULT_VOICE)
-        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self._voice = settings.voice
+        self.model = settings.model
         self._params = {"output_format": f"pcm_{self.sample_rate_hz}"}
 
     async def aclose(self) -> None:
@@ -64,6 +75,6 @@ class ElevenLabsTTS:
         )
 
 
-def create(settings: TTSSettings, models: object) -> ElevenLabsTTS:
+def create(settings: ElevenLabsSettings, models: object) -> ElevenLabsTTS:
     """Registry factory; ``models`` (the model store) is unused: ElevenLabs holds the voice."""
     return ElevenLabsTTS(settings)

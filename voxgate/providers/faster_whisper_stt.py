@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Literal
 
-import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
-from faster_whisper.tokenizer import Tokenizer
+from pydantic import Field
 
 from voxgate.core.capabilities import Float32Array, ModelResolver
-from voxgate.core.config import STTSettings
+from voxgate.core.engine_settings import STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
+
+
+class FasterWhisperSettings(STTSettings):
+    """``[stt] provider = "faster-whisper"``: Whisper on this machine's CPU."""
+
+    provider: Literal["faster-whisper"] = "faster-whisper"
+    model: str = "whisper-tiny-en"
+    """A name from ``voxgate models`` or a path to a CTranslate2 Whisper directory."""
+    language: str | None = "en"
+    compute_type: str = "int8"
+    beam_size: int = Field(1, ge=1)
+    threads: int = Field(2, ge=1)
+
 
 # Whisper invents text on noise ("Thank you."); a result it thinks is probably not speech and
 # has little confidence in is dropped.
@@ -34,9 +46,15 @@ _TOKENS_PER_SECOND = 8  # generous: fast speech is ~4 tokens a second
 
 class FasterWhisperSTT:
     sample_rate_hz = 16_000
+    streaming = False
 
-    def __init__(self, model_dir: str, settings: STTSettings) -> None:
+    def __init__(self, model_dir: str, settings: FasterWhisperSettings) -> None:
+        # Imported here: loading the settings must not load CTranslate2.
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
         self._settings = settings
+        self.model = settings.model
         self._model = WhisperModel(
             model_dir,
             device="cpu",
@@ -73,6 +91,8 @@ class FasterWhisperSTT:
         return text
 
     def _decode(self, audio: Float32Array, features: Float32Array, frames: int) -> str:
+        import ctranslate2
+
         window = np.zeros((features.shape[0], frames), dtype=np.float32)
         window[:, : features.shape[1]] = features
         seconds = audio.size / self.sample_rate_hz
@@ -125,5 +145,5 @@ def repeats_itself(text: str, times: int = 3) -> bool:
     return False
 
 
-def create(settings: STTSettings, models: ModelResolver) -> FasterWhisperSTT:
+def create(settings: FasterWhisperSettings, models: ModelResolver) -> FasterWhisperSTT:
     return FasterWhisperSTT(str(models.resolve(settings.model)), settings)

@@ -7,32 +7,12 @@ whether trying again may help.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
-
 import httpx
-from pydantic import BaseModel, SecretStr
 
+from voxgate.core.engine_settings import HttpApiSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 
 _BODY_SNIPPET_CHARS = 200
-
-
-class ApiSettings(Protocol):
-    """The endpoint fields of a provider's settings (:class:`~voxgate.core.config.STTSettings`,
-    ``LLMSettings``, ``TTSSettings``)."""
-
-    @property
-    def base_url(self) -> str | None: ...
-
-    @property
-    def api_key(self) -> SecretStr | None: ...
-
-    @property
-    def extra_headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def timeout_s(self) -> float: ...
 
 
 class HttpApi:
@@ -46,22 +26,20 @@ class HttpApi:
     def __init__(
         self,
         section: str,
-        settings: ApiSettings,
+        settings: HttpApiSettings,
         *,
         code: ErrorCode,
         example_url: str = "https://api.openai.com/v1",
         accept: str | None = None,
         provider: str = "openai",
-        default_base_url: str | None = None,
         auth_header: tuple[str, str] = ("Authorization", "Bearer "),
         key_required: bool = False,
     ) -> None:
-        """``provider`` names the provider in messages; ``default_base_url`` is used when the
-        settings have none; the key goes out as ``{auth_header[0]}: {auth_header[1]}{key}``
+        """``provider`` names the provider in messages; the key goes out as ``{auth_header[0]}: {auth_header[1]}{key}``
         (``("Authorization", "Token ")`` for Deepgram, ``("xi-api-key", "")`` for ElevenLabs);
         ``key_required`` makes a missing ``api_key`` a :class:`ConfigError`."""
         what = section.upper()
-        base_url = settings.base_url or default_base_url
+        base_url = settings.base_url
         if not base_url:
             raise ConfigError(
                 f"the {provider} {what} provider needs {section}.base_url, e.g. {example_url}"
@@ -135,13 +113,6 @@ class HttpApi:
             return self.failure(f"{self.server} timed out", exc)
         # Mostly a connection lost mid-reply.
         return self.failure(f"connection to {self.server} failed", exc)
-
-
-def own_default(settings: BaseModel, field: str, default: str) -> str:
-    """The configured ``field`` (``model``, ``voice``), or the provider's own default when the
-    configuration leaves it out: the settings' defaults name the local engines."""
-    value = getattr(settings, field) if field in settings.model_fields_set else None
-    return value if isinstance(value, str) and value else default
 
 
 def describe(exc: Exception) -> str:

@@ -5,20 +5,34 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import xllamacpp
+from pydantic import Field
 
 from voxgate.core.capabilities import ChatMessage, ModelResolver, ReplyPiece
-from voxgate.core.config import LLMSettings
+from voxgate.core.engine_settings import LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import Emit, stream_from_thread
 from voxgate.providers.token_usage import report_usage
 
 
+class LlamaCppSettings(LLMSettings):
+    """``[llm] provider = "llamacpp"``: a GGUF model in this process."""
+
+    provider: Literal["llamacpp"] = "llamacpp"
+    model: str = "qwen2.5-0.5b-instruct"
+    """A name from ``voxgate models`` or a path to a GGUF file."""
+    context_tokens: int = Field(2048, ge=256)
+    """Per session slot (``max_concurrent`` slots share one model)."""
+    threads: int = Field(2, ge=1)
+
+
 class LlamaCppLLM:
-    def __init__(self, model_path: Path, settings: LLMSettings) -> None:
+    def __init__(self, model_path: Path, settings: LlamaCppSettings) -> None:
+        import xllamacpp  # here: loading the settings must not load llama.cpp
+
         self._settings = settings
+        self.model = settings.model
         params = xllamacpp.CommonParams()
         params.model.path = str(model_path)
         params.n_ctx = settings.context_tokens * settings.max_concurrent
@@ -86,5 +100,5 @@ class LlamaCppLLM:
             report_usage(usage[-1])
 
 
-def create(settings: LLMSettings, models: ModelResolver) -> LlamaCppLLM:
+def create(settings: LlamaCppSettings, models: ModelResolver) -> LlamaCppLLM:
     return LlamaCppLLM(models.resolve(settings.model), settings)

@@ -9,22 +9,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import Field, field_validator
 
 from voxgate.core.capabilities import TOOLS, ChatMessage, ReplyPiece, ToolCall
-from voxgate.core.config import LLMSettings
+from voxgate.core.engine_settings import HttpApiSettings, LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.http_api import HttpApi, describe
 from voxgate.providers.token_usage import report_usage
 
 
+class OpenAILLMSettings(LLMSettings, HttpApiSettings):
+    """``[llm] provider = "openai"``: any server speaking OpenAI's chat completions. It has no
+    default server or model: ``base_url`` and ``model`` name them."""
+
+    provider: Literal["openai"] = "openai"
+    model: str
+    """The model id, e.g. ``gpt-4o-mini``, ``llama-3.1-8b-instant`` (Groq), ``llama3.2`` (Ollama)."""
+    tools: list[str] = Field(default_factory=list)
+    """Tools offered to the LLM: ``end_session`` lets it end the conversation when the user says
+    goodbye."""
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, tools: list[str]) -> list[str]:
+        unknown = sorted(set(tools) - set(TOOLS))
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; voxgate offers {sorted(TOOLS)}")
+        return tools
+
+
 class OpenAICompatibleLLM:
     """Streams replies from ``{base_url}/chat/completions``; one HTTP client for all sessions."""
 
-    def __init__(self, settings: LLMSettings) -> None:
+    def __init__(self, settings: OpenAILLMSettings) -> None:
         self._settings = settings
+        self.model = settings.model
         self._api = HttpApi(
             "llm",
             settings,
@@ -178,6 +200,6 @@ def _tool(name: str) -> dict[str, Any]:
     }
 
 
-def create(settings: LLMSettings, models: object) -> OpenAICompatibleLLM:
+def create(settings: OpenAILLMSettings, models: object) -> OpenAICompatibleLLM:
     """Registry factory; ``models`` (the model store) is unused: the server holds the model."""
     return OpenAICompatibleLLM(settings)

@@ -14,13 +14,14 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
+from pydantic import Field, SecretStr, field_validator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-from voxgate.core.config import RealtimeSettings
+from voxgate.core.engine_settings import RealtimeSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
 
 RATE_HZ = 24_000
@@ -37,14 +38,43 @@ _wire_logger = logging.getLogger("voxgate.providers.openai_realtime.wire")
 _wire_logger.setLevel(logging.INFO)
 
 
+class OpenAIRealtimeSettings(RealtimeSettings):
+    """``[realtime]`` (``provider = "openai-realtime"``, the default): an OpenAI Realtime
+    speech-to-speech engine. The character's system prompt is the session's instructions."""
+
+    provider: Literal["openai-realtime"] = "openai-realtime"
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    base_url: str = "wss://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+    """Opening the connection (TCP, TLS, WebSocket handshake), at most."""
+    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    """Transcribes what the user said (for the history and the device); None: no user text."""
+    transcript_wait_s: float = Field(3.0, ge=0)
+    """A reply's turn is reported once the user's transcript is in, waiting this long for it."""
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    prefix_padding_ms: int = Field(300, ge=0)
+    silence_duration_ms: int = Field(500, ge=100)
+    """Trailing silence after which the server ends the user's turn."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _websocket_url(cls, url: str) -> str:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"must start with ws:// or wss://, got {url!r}")
+        return url.rstrip("/")
+
+
 # -- client events --------------------------------------------------------------------------
 
 
-def realtime_url(settings: RealtimeSettings) -> str:
+def realtime_url(settings: OpenAIRealtimeSettings) -> str:
     return f"{settings.base_url}/realtime?model={quote(settings.model)}"
 
 
-def session_update(settings: RealtimeSettings, instructions: str) -> dict[str, Any]:
+def session_update(settings: OpenAIRealtimeSettings, instructions: str) -> dict[str, Any]:
     """Server VAD that answers on its own but leaves barge-in to voxgate (which knows what was
     played), PCM at 24 kHz both ways, audio replies with their transcript."""
     audio_format = {"type": "audio/pcm", "rate": RATE_HZ}
@@ -332,13 +362,13 @@ def _usage(usage: dict[str, Any]) -> TokenUsage:
 # -- the connection -------------------------------------------------------------------------
 
 
-def scrub(text: str, settings: RealtimeSettings) -> str:
+def scrub(text: str, settings: OpenAIRealtimeSettings) -> str:
     """``text`` without the API key (servers may echo a key they rejected)."""
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     return text.replace(key, "***") if key else text
 
 
-async def open_connection(settings: RealtimeSettings) -> ClientConnection:
+async def open_connection(settings: OpenAIRealtimeSettings) -> ClientConnection:
     """One upstream socket, for one session. Raises ProviderError (or ConfigError)."""
     url = realtime_url(settings)
     server = f"the OpenAI Realtime server at {settings.base_url}"

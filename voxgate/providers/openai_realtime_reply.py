@@ -10,12 +10,12 @@ import numpy as np
 
 from voxgate.core.audio import StreamResampler
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import Price, RealtimeSettings
+from voxgate.core.config import Price
 from voxgate.core.events import ReplyAudio, TurnDone, TurnTimings
 from voxgate.core.usage import EngineUsage
 from voxgate.pipeline.metering import cost_usd
 from voxgate.pipeline.playout import Playout
-from voxgate.providers.openai_realtime import RATE_HZ, TokenUsage
+from voxgate.providers.openai_realtime import RATE_HZ, OpenAIRealtimeSettings, TokenUsage
 
 Clock = Callable[[], float]
 """Seconds on a monotonic clock."""
@@ -45,7 +45,7 @@ class RealtimeReply:
     def __init__(
         self,
         turn_id: int,
-        settings: RealtimeSettings,
+        settings: OpenAIRealtimeSettings,
         prices: Mapping[str, Price],
         output_rate_hz: int,
         clock: Clock,

@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from voxgate.core.audio import StreamResampler, check_rate
-from voxgate.core.config import CharacterSettings, Price, RealtimeSettings, TurnSettings
+from voxgate.core.config import CharacterSettings, Price, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode, VoxgateError
 from voxgate.core.events import (
     ErrorEvent,
@@ -59,7 +59,7 @@ class RealtimeSession:
 
     def __init__(
         self,
-        settings: RealtimeSettings,
+        settings: wire.OpenAIRealtimeSettings,
         turn: TurnSettings,
         character: CharacterSettings,
         *,
@@ -497,7 +497,7 @@ def _why(connection: ClientConnection) -> str:
 
 
 def create(
-    settings: RealtimeSettings,
+    settings: wire.OpenAIRealtimeSettings,
     turn: TurnSettings,
     character: CharacterSettings,
     **options: Any,

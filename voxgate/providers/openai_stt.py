@@ -10,24 +10,36 @@ from __future__ import annotations
 import io
 import json
 import wave
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from voxgate.core.audio import float_to_int16
 from voxgate.core.capabilities import Float32Array
-from voxgate.core.config import STTSettings
+from voxgate.core.engine_settings import HttpApiSettings, STTSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.http_api import HttpApi
+
+
+class OpenAISTTSettings(STTSettings, HttpApiSettings):
+    """``[stt] provider = "openai"``: any server speaking OpenAI's transcriptions API. It has no
+    default server or model: ``base_url`` and ``model`` name them (``whisper-1`` at OpenAI,
+    ``whisper-large-v3-turbo`` at Groq)."""
+
+    provider: Literal["openai"] = "openai"
+    model: str
+    language: str | None = "en"
 
 
 class OpenAICompatibleSTT:
     """Transcribes with ``POST {base_url}/audio/transcriptions``; one HTTP client for all sessions."""
 
     sample_rate_hz = 16_000
+    streaming = False
 
-    def __init__(self, settings: STTSettings) -> None:
+    def __init__(self, settings: OpenAISTTSettings) -> None:
         self._settings = settings
+        self.model = settings.model
         self._api = HttpApi("stt", settings, accept="application/json", code=ErrorCode.STT_FAILED)
         self._url = self._api.url("/audio/transcriptions")
 
@@ -79,6 +91,6 @@ def _wav_bytes(audio: Float32Array, sample_rate_hz: int) -> bytes:
     return buffer.getvalue()
 
 
-def create(settings: STTSettings, models: object) -> OpenAICompatibleSTT:
+def create(settings: OpenAISTTSettings, models: object) -> OpenAICompatibleSTT:
     """Registry factory; ``models`` (the model store) is unused: the server holds the model."""
     return OpenAICompatibleSTT(settings)

@@ -8,18 +8,31 @@ becomes a :class:`ProviderError` whose ``retryable`` tells the layer above wheth
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Literal
 
 import httpx
 import numpy as np
 
 from voxgate.core.capabilities import Int16Array
-from voxgate.core.config import TTSSettings
+from voxgate.core.engine_settings import HttpApiSettings, TTSSettings
 from voxgate.core.errors import ErrorCode, ProviderError
-from voxgate.providers.http_api import HttpApi, own_default
+from voxgate.providers.http_api import HttpApi
 
-DEFAULT_MODEL = "gpt-4o-mini-tts"
 MIN_CHUNK_MS = 50
 """Audio is passed on in pieces at least this long (but the last): network reads can be tiny."""
+
+
+class OpenAITTSSettings(TTSSettings, HttpApiSettings):
+    """``[tts] provider = "openai"``: any server speaking OpenAI's speech API; ``base_url`` (no
+    default) names it."""
+
+    provider: Literal["openai"] = "openai"
+    model: str = "gpt-4o-mini-tts"
+    voice: str = "alloy"
+
+    @property
+    def priced_model(self) -> str:
+        return self.model
 
 
 class OpenAICompatibleTTS:
@@ -27,9 +40,9 @@ class OpenAICompatibleTTS:
 
     sample_rate_hz = 24_000
 
-    def __init__(self, settings: TTSSettings) -> None:
+    def __init__(self, settings: OpenAITTSSettings) -> None:
         self._settings = settings
-        self.model = own_default(settings, "model", DEFAULT_MODEL)  # also what is billed
+        self.model = settings.model
         self._api = HttpApi("tts", settings, code=ErrorCode.TTS_FAILED)
         self._url = self._api.url("/audio/speech")
         self._min_chunk_bytes = self.sample_rate_hz * MIN_CHUNK_MS // 1000 * 2
@@ -100,6 +113,6 @@ def _samples(data: bytes | bytearray) -> Int16Array:
     return np.frombuffer(bytes(data), dtype="<i2").astype(np.int16)
 
 
-def create(settings: TTSSettings, models: object) -> OpenAICompatibleTTS:
+def create(settings: OpenAITTSSettings, models: object) -> OpenAICompatibleTTS:
     """Registry factory; ``models`` (the model store) is unused: the server holds the voice."""
     return OpenAICompatibleTTS(settings)

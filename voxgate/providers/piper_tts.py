@@ -6,20 +6,41 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from piper import PiperVoice, SynthesisConfig
+from pydantic import Field
 
 from voxgate.core.audio import resample
 from voxgate.core.capabilities import Int16Array, ModelResolver
-from voxgate.core.config import TTSSettings
+from voxgate.core.engine_settings import TTSSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import Emit, stream_from_thread
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
 
 logger = logging.getLogger(__name__)
 
 
+class PiperSettings(TTSSettings):
+    """``[tts] provider = "piper"``: a Piper voice on this machine's CPU."""
+
+    provider: Literal["piper"] = "piper"
+    voice: str = "en_US-joe-medium"
+    """A name from ``voxgate models`` or a path to a Piper ``.onnx`` voice (its ``.onnx.json``
+    beside)."""
+    length_scale: float = Field(1.0, gt=0)
+    """Above 1 speaks slower, below 1 faster."""
+
+    @property
+    def priced_model(self) -> str:
+        return self.voice  # a Piper voice is a model of its own
+
+
 def _load(voice_path: Path) -> PiperVoice:
+    from piper import PiperVoice  # here: loading the settings must not load Piper
+
     config_path = voice_path.with_name(voice_path.name + ".json")
     if not config_path.is_file():
         raise ProviderError(
@@ -34,8 +55,11 @@ class PiperTTS:
     on first use and kept; its audio is resampled to the configured voice's rate."""
 
     def __init__(
-        self, voice_path: Path, settings: TTSSettings, models: ModelResolver | None = None
+        self, voice_path: Path, settings: PiperSettings, models: ModelResolver | None = None
     ) -> None:
+        from piper import SynthesisConfig
+
+        self.model = settings.priced_model
         self._default_name = settings.voice
         self._voice = _load(voice_path)
         self._voices: dict[str, PiperVoice | None] = {settings.voice: self._voice}
@@ -91,5 +115,5 @@ class PiperTTS:
             ) from exc
 
 
-def create(settings: TTSSettings, models: ModelResolver) -> PiperTTS:
+def create(settings: PiperSettings, models: ModelResolver) -> PiperTTS:
     return PiperTTS(models.resolve(settings.voice), settings, models)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 import numpy as np
-import onnxruntime as ort
 
 from voxgate.core.capabilities import Float32Array, ModelResolver
-from voxgate.core.config import VADSettings
+from voxgate.core.engine_settings import VADSettings
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 _CONTEXT_SAMPLES = 64  # the model looks at the tail of the previous chunk, as trained
+
+
+class SileroVADSettings(VADSettings):
+    """``[vad] provider = "silero"``."""
+
+    provider: Literal["silero"] = "silero"
+    model: str = "silero-vad"
+    """A name from ``voxgate models`` or a path to an ONNX file."""
 
 
 class SileroVAD:
@@ -17,6 +29,8 @@ class SileroVAD:
     runs_inline = False  # ~0.2 ms a chunk: too much to run on the event loop
 
     def __init__(self, model_path: str) -> None:
+        import onnxruntime as ort  # here: loading the settings must not load onnxruntime
+
         options = ort.SessionOptions()
         # One thread: a chunk takes ~0.1 ms, and threads would only fight the other engines.
         options.intra_op_num_threads = 1
@@ -55,5 +69,5 @@ class SileroStream:
         return result
 
 
-def create(settings: VADSettings, models: ModelResolver) -> SileroVAD:
+def create(settings: SileroVADSettings, models: ModelResolver) -> SileroVAD:
     return SileroVAD(str(models.resolve(settings.model)))

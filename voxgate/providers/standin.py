@@ -8,6 +8,7 @@ TTS speaks a tone. Never a default.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -18,10 +19,36 @@ from voxgate.core.capabilities import (
     ModelResolver,
     ReplyPiece,
 )
-from voxgate.core.config import LLMSettings, STTSettings, TTSSettings, VADSettings
+from voxgate.core.engine_settings import LLMSettings, STTSettings, TTSSettings, VADSettings
 
 _SPEECH_RMS = 0.02
 _TONE_MS_PER_WORD = 200
+
+
+class StandinVADSettings(VADSettings):
+    provider: Literal["standin"] = "standin"
+
+
+class StandinSTTSettings(STTSettings):
+    provider: Literal["standin"] = "standin"
+    model: str = "standin"
+    """Only a name, for usage records and prices."""
+
+
+class StandinLLMSettings(LLMSettings):
+    provider: Literal["standin"] = "standin"
+    model: str = "standin"
+    """Only a name, for usage records and prices."""
+
+
+class StandinTTSSettings(TTSSettings):
+    provider: Literal["standin"] = "standin"
+    voice: str = "standin"
+    """Only a name, for usage records and prices."""
+
+    @property
+    def priced_model(self) -> str:
+        return self.voice
 
 
 class EnergyVAD:
@@ -44,12 +71,19 @@ class EnergyStream:
 
 class FixedSTT:
     sample_rate_hz = 16_000
+    streaming = False
+
+    def __init__(self, model: str) -> None:
+        self.model = model
 
     async def transcribe(self, audio: Float32Array) -> str:
         return "hello there" if audio.size else ""
 
 
 class FixedLLM:
+    def __init__(self, model: str) -> None:
+        self.model = model
+
     def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
         return self._stream()
 
@@ -61,6 +95,9 @@ class FixedLLM:
 class ToneTTS:
     sample_rate_hz = 16_000
 
+    def __init__(self, model: str) -> None:
+        self.model = model
+
     def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[Int16Array]:
         return self._stream(text)
 
@@ -70,17 +107,17 @@ class ToneTTS:
         yield (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
 
 
-def create_vad(settings: VADSettings, models: ModelResolver) -> EnergyVAD:
+def create_vad(settings: StandinVADSettings, models: ModelResolver) -> EnergyVAD:
     return EnergyVAD()
 
 
-def create_stt(settings: STTSettings, models: ModelResolver) -> FixedSTT:
-    return FixedSTT()
+def create_stt(settings: StandinSTTSettings, models: ModelResolver) -> FixedSTT:
+    return FixedSTT(settings.model)
 
 
-def create_llm(settings: LLMSettings, models: ModelResolver) -> FixedLLM:
-    return FixedLLM()
+def create_llm(settings: StandinLLMSettings, models: ModelResolver) -> FixedLLM:
+    return FixedLLM(settings.model)
 
 
-def create_tts(settings: TTSSettings, models: ModelResolver) -> ToneTTS:
-    return ToneTTS()
+def create_tts(settings: StandinTTSSettings, models: ModelResolver) -> ToneTTS:
+    return ToneTTS(settings.priced_model)
