@@ -229,23 +229,22 @@ def _not_settings(
 def _explained(capability: Capability, provider: str, exc: ValidationError) -> ValidationError:
     """``exc`` with "Field required" saying whose setting it is: cloud engines have no default
     for the model they run or the server they talk to."""
-    details: list[InitErrorDetails] = []
-    for error in exc.errors():
-        if error["type"] == "missing":
-            message = (
-                f"the {provider} {_title(capability)} engine needs it (it has no default for it)"
+    errors = exc.errors()
+    if not any(error["type"] == "missing" for error in errors):
+        return exc
+    needed = f"the {provider} {_title(capability)} engine needs it (it has no default for it)"
+    return ValidationError.from_exception_data(
+        exc.title,
+        [
+            _detail(
+                error["type"],
+                needed if error["type"] == "missing" else error["msg"],
+                error["loc"],
+                error["input"],
             )
-            details.append(_detail("missing", message, error["loc"], error["input"]))
-        else:
-            details.append(
-                InitErrorDetails(
-                    type=error["type"],
-                    loc=error["loc"],
-                    input=error["input"],
-                    ctx=error.get("ctx", {}),
-                )
-            )
-    return ValidationError.from_exception_data(exc.title, details)
+            for error in errors
+        ],
+    )
 
 
 def _title(capability: Capability) -> str:
