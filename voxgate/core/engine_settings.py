@@ -10,7 +10,7 @@ not have is an error that names the key and the engines that do have it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
@@ -67,6 +67,16 @@ class ServiceSettings(EngineSettings):
         """The model the engine runs, as priced: ``[prices."provider/<this>"]``."""
         raise NotImplementedError
 
+    @field_validator("fallbacks", check_fields=False)  # each capability types its own list
+    @classmethod
+    def _flat(cls, fallbacks: list[ServiceSettings]) -> list[ServiceSettings]:
+        if any(getattr(f, "fallbacks", None) for f in fallbacks):
+            raise ValueError(
+                "a fallback cannot have fallbacks of its own: list every engine, in order, in "
+                "the section's own fallbacks"
+            )
+        return fallbacks
+
 
 class VADSettings(EngineSettings):
     threshold: float = Field(0.5, gt=0, lt=1)
@@ -82,11 +92,6 @@ class STTSettings(ServiceSettings):
     def priced_model(self) -> str:
         return self.model
 
-    @field_validator("fallbacks")
-    @classmethod
-    def _flat(cls, fallbacks: list[STTSettings]) -> list[STTSettings]:
-        return _flat_chain(fallbacks)
-
 
 class LLMSettings(ServiceSettings):
     model: str
@@ -99,20 +104,10 @@ class LLMSettings(ServiceSettings):
     def priced_model(self) -> str:
         return self.model
 
-    @field_validator("fallbacks")
-    @classmethod
-    def _flat(cls, fallbacks: list[LLMSettings]) -> list[LLMSettings]:
-        return _flat_chain(fallbacks)
-
 
 class TTSSettings(ServiceSettings):
     fallbacks: list[TTSSection] = Field(default_factory=list)
     """Engines tried in order when this one fails; their audio is resampled to this one's rate."""
-
-    @field_validator("fallbacks")
-    @classmethod
-    def _flat(cls, fallbacks: list[TTSSettings]) -> list[TTSSettings]:
-        return _flat_chain(fallbacks)
 
 
 class RealtimeSettings(EngineSettings):
@@ -132,18 +127,6 @@ class HttpApiSettings(BaseModel):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0)
     """Connecting and each read, at most."""
-
-
-_Chained = TypeVar("_Chained", "STTSettings", "LLMSettings", "TTSSettings")
-
-
-def _flat_chain(fallbacks: list[_Chained]) -> list[_Chained]:
-    if any(f.fallbacks for f in fallbacks):
-        raise ValueError(
-            "a fallback cannot have fallbacks of its own: list every engine, in order, in the "
-            "section's own fallbacks"
-        )
-    return fallbacks
 
 
 # -- the sections: one engine's settings, chosen by provider ---------------------------------
@@ -186,7 +169,7 @@ def section_validator(capability: Capability) -> Callable[[Any], EngineSettings]
 def _model(capability: Capability, provider: str) -> type[EngineSettings]:
     try:
         model = registry.settings_model(capability, provider)
-    except ConfigError:
+    except ConfigError:  # an unknown name
         raise _error(
             ("provider",),
             f"unknown {SECTION_NAMES[capability]} provider {provider!r} "

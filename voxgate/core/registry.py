@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxgate.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxgate.core.engine_settings import EngineSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +94,9 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def settings_model(capability: str, name: str) -> type[Any]:
-    """The settings class of engine ``name`` (a pydantic model)."""
-    model: type[Any] = _load(_engine(capability, name).settings)
+def settings_model(capability: str, name: str) -> type[EngineSettings]:
+    """The settings class of engine ``name``."""
+    model: type[EngineSettings] = _load(_engine(capability, name).settings)
     return model
 
 
