@@ -61,11 +61,16 @@ class PageErrors:
 
 @asynccontextmanager
 async def browser_page(
-    microphone_wav: Path | None, *, allow_microphone: bool = True
+    microphone_wav: Path | None,
+    *,
+    allow_microphone: bool = True,
+    viewport: tuple[int, int] = (1000, 720),
+    phone: bool = False,
 ) -> AsyncIterator[tuple[Page, PageErrors]]:
     """A fresh headless Chromium and page; the fake microphone plays ``microphone_wav`` once
     (then near-silence), or silence when it is None. Without ``allow_microphone`` the browser
-    answers the page's request for the microphone as a user saying no would."""
+    answers the page's request for the microphone as a user saying no would. ``phone``: a touch
+    screen with a mobile browser's layout viewport (``viewport`` is then the phone's size)."""
     args = ["--use-fake-device-for-media-stream"]
     if allow_microphone:
         args.append("--use-fake-ui-for-media-stream")  # grants the permission prompt
@@ -76,7 +81,13 @@ async def browser_page(
             executable_path=chromium_path(), headless=True, args=args
         )
         try:
-            page = await browser.new_page(viewport={"width": 1000, "height": 720})
+            width, height = viewport
+            page = await browser.new_page(
+                viewport={"width": width, "height": height},
+                is_mobile=phone,
+                has_touch=phone,
+                device_scale_factor=3 if phone else 1,
+            )
             errors = PageErrors(page)
             yield page, errors
         finally:
@@ -93,3 +104,35 @@ async def screenshot(page: Page, name: str) -> Path:
 async def page_state(page: Page, expression: str) -> object:
     """``window.voxgate``'s ``expression`` (e.g. ``"player.stats"``)."""
     return await page.evaluate(f"() => window.voxgate.{expression}")
+
+
+async def off_screen(page: Page) -> dict[str, object]:
+    """How the page fits its window: ``overflow_px`` (how much wider than the window the page
+    is), and ``unreachable``: each visible control (button, link, input, select, textarea) that,
+    once scrolled to, is not the element found at its centre (it lies off the side of the
+    window, or under something else)."""
+    script = """async () => {
+      const width = document.documentElement.clientWidth;
+      const overflow = document.documentElement.scrollWidth - width;
+      const unreachable = [];
+      const controls = [...document.querySelectorAll("button, a[href], input, select, textarea")];
+      for (const control of controls) {
+        if (!control.checkVisibility()) continue;
+        control.scrollIntoView({ block: "center", inline: "center" });
+        await new Promise((done) => requestAnimationFrame(done));
+        const box = control.getBoundingClientRect();
+        const x = box.left + box.width / 2;
+        const y = box.top + box.height / 2;
+        const found = document.elementFromPoint(x, y);
+        const label = control.closest("label");
+        const inside = found && (control.contains(found) || found === label || label?.contains(found));
+        if (box.left < 0 || box.right > width + 0.5 || !inside) {
+          const name = control.id || control.textContent.trim() || control.getAttribute("aria-label") || control.tagName;
+          unreachable.push(`${control.tagName.toLowerCase()} ${name}: ${Math.round(box.left)}-${Math.round(box.right)}`);
+        }
+      }
+      window.scrollTo(0, 0);
+      return { overflow_px: overflow, unreachable };
+    }"""
+    found: dict[str, object] = await page.evaluate(script)
+    return found

@@ -88,7 +88,14 @@ class ServerContext:
     async def _pseudo_device(self, name: str) -> Device:
         if name not in self._pseudo_devices:
             self._pseudo_devices[name] = await self.store.devices.ensure(name)
-        return self._pseudo_devices[name]
+        device = self._pseudo_devices[name]
+        # Seen now, as a device with its own token is when it authenticates (the admin page's
+        # "last seen"); a database away costs the note, never the connection.
+        try:
+            await self.store.devices.seen(device.id)
+        except Exception as exc:
+            logger.warning("cannot note that %s was seen: %s", name, exc)
+        return device
 
     def online_devices(self) -> set[int]:
         return set(self._devices_of.values())

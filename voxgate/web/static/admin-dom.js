@@ -34,10 +34,10 @@ export function svg(tag, props = {}, ...children) {
 /** A table: `columns` are [label, className?]; `rows` are arrays of cells (text or nodes). */
 export function table(columns, rows, { rowProps = () => ({}), footer = null } = {}) {
   const head = el("tr", {}, columns.map(([label, cls]) => el("th", { class: cls, scope: "col" }, label)));
-  const body = rows.map((row, i) =>
-    el("tr", rowProps(i), row.map((cell, j) => el("td", { class: columns[j][1] }, cell))),
-  );
-  const foot = footer && el("tfoot", {}, el("tr", {}, footer.map((cell, j) => el("td", { class: columns[j][1] }, cell))));
+  // data-label: on a phone the rows become cards, each cell labelled by its column (admin.css).
+  const cell = (content, j) => el("td", { class: columns[j][1], dataset: { label: columns[j][0] } }, content);
+  const body = rows.map((row, i) => el("tr", rowProps(i), row.map(cell)));
+  const foot = footer && el("tfoot", {}, el("tr", {}, footer.map(cell)));
   return el("table", {}, el("thead", {}, head), el("tbody", {}, body), foot);
 }
 

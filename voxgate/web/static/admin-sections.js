@@ -3,6 +3,7 @@
 
 import { lines, PALETTE, stackedBars, legend } from "./admin-charts.js";
 import { ago, count, daysBetween, el, empty, ms, table, usd, when } from "./admin-dom.js";
+import { showInterrupted } from "./reply-text.js";
 import { renderTimings } from "./timings.js";
 
 // -- overview ---------------------------------------------------------------------------------
@@ -101,8 +102,9 @@ export function newToken(name, token, onDismiss) {
 
 // -- conversations ----------------------------------------------------------------------------
 
-export function conversations(list, selectedId, onSelect) {
-  if (list.length === 0) return empty("No conversations yet.");
+/** @param paging {{page: number, older: (() => void) | null, newer: (() => void) | null}} */
+export function conversations(list, selectedId, onSelect, paging) {
+  if (list.length === 0 && paging.page === 1) return empty("No conversations yet.");
   const rows = list.map((c) => [
     el("button", { type: "button", class: "link", onclick: () => onSelect(c.id) }, when(c.started_at)),
     c.device,
@@ -111,9 +113,17 @@ export function conversations(list, selectedId, onSelect) {
     count(c.turns),
     c.ended_at ? ago(c.ended_at) : el("span", { class: "badge", dataset: { status: "online" } }, "open"),
   ]);
-  return table([["started"], ["device"], ["user"], ["character"], ["turns", "num"], ["ended"]], rows, {
+  const shown = table([["started"], ["device"], ["user"], ["character"], ["turns", "num"], ["ended"]], rows, {
     rowProps: (i) => ({ class: list[i].id === selectedId ? "selected" : null, dataset: { conversation: list[i].id } }),
   });
+  const pager = el(
+    "div",
+    { class: "pager", dataset: { page: String(paging.page) } },
+    el("button", { type: "button", class: "newer", disabled: !paging.newer, onclick: paging.newer }, "← newer"),
+    el("span", { class: "sub" }, `page ${paging.page}`),
+    el("button", { type: "button", class: "older", disabled: !paging.older, onclick: paging.older }, "older →"),
+  );
+  return [list.length ? shown : empty("No older conversations."), paging.newer || paging.older ? pager : null];
 }
 
 function firstAudio(timings) {
@@ -124,16 +134,17 @@ function firstAudio(timings) {
   return null;
 }
 
-function turnCard(turnId, user, reply) {
-  const card = el("li", { class: "turn", dataset: { turnId: String(turnId) } });
+function turnCard(index, turnId, user, reply) {
+  const card = el("li", { class: "turn", dataset: { turnId: String(turnId), index: String(index) } });
   if (user) card.append(el("p", { class: "user" }, el("span", { class: "who" }, "user"), el("span", { class: "text" }, user.text)));
   if (reply) {
     card.dataset.interrupted = String(reply.interrupted);
-    card.append(el("p", { class: "reply" }, el("span", { class: "who" }, "reply"), el("span", { class: "text" }, reply.text)));
+    const text = el("span", { class: "text" }, reply.text);
+    if (reply.interrupted) showInterrupted(text, reply.text, reply.heard_text);
+    card.append(el("p", { class: "reply" }, el("span", { class: "who" }, "reply"), text));
     if (reply.interrupted) {
-      const heard = reply.heard_text ? reply.heard_text : "nothing";
-      card.append(el("p", { class: "heard" }, el("span", { class: "who" }, "heard"), el("span", { class: "text" }, heard)));
-      card.append(el("p", { class: "note" }, "interrupted: the user heard only the part above"));
+      const heard = reply.heard_text ? "the user heard the plain part; the struck part was cut off" : "the user heard none of it";
+      card.append(el("p", { class: "note" }, `interrupted: ${heard}`));
     }
     const timings = reply.timings || {};
     const meta = [when(reply.created_at), firstAudio(timings), reply.audio_s ? `${reply.audio_s.toFixed(1)} s of reply audio` : null];
@@ -145,17 +156,48 @@ function turnCard(turnId, user, reply) {
   return card;
 }
 
+/**
+ * The turns of a conversation, in the order they were said. Messages come oldest first; a
+ * conversation resumed by a later session starts its turn_ids again at 1, so a turn_id names a
+ * turn only within one session: a user message opens a turn, and a reply joins the turn before
+ * it when that turn has the same turn_id and no reply yet (a greeting's reply stands alone).
+ */
+export function turnsOf(messages) {
+  const turns = [];
+  let session = 1;
+  for (const m of messages) {
+    const last = turns[turns.length - 1];
+    // Within a session turn_ids only grow: one that does not is the next session's.
+    const again = last && (m.turn_id < last.turnId || (m.turn_id === last.turnId && (m.role === "user" || last.reply)));
+    if (again) session += 1;
+    if (m.role !== "user" && last && !last.reply && last.turnId === m.turn_id && last.session === session) {
+      last.reply = m;
+    } else {
+      turns.push({ turnId: m.turn_id, session, user: m.role === "user" ? m : null, reply: m.role === "user" ? null : m });
+    }
+  }
+  return turns;
+}
+
 export function conversation(summary, messages) {
   const title = summary ? `${summary.device} · ${when(summary.started_at)}` : "Conversation";
   if (messages.length === 0) return [el("h3", {}, title), empty("No messages in this conversation yet.")];
-  const turns = new Map();
-  for (const m of messages) {
-    const turn = turns.get(m.turn_id) || {};
-    turn[m.role === "user" ? "user" : "reply"] = m;
-    turns.set(m.turn_id, turn);
-  }
-  const cards = [...turns].map(([turnId, t]) => turnCard(turnId, t.user, t.reply));
-  return [el("h3", {}, title), el("ol", { class: "turns transcript", "aria-label": "transcript" }, cards)];
+  const turns = turnsOf(messages);
+  const items = [];
+  turns.forEach((t, i) => {
+    if (i > 0 && t.session !== turns[i - 1].session) {
+      items.push(el("li", { class: "session-break", dataset: { session: String(t.session) } }, `session ${t.session} · resumed ${when((t.user || t.reply).created_at)}`));
+    }
+    items.push(turnCard(i + 1, t.turnId, t.user, t.reply));
+  });
+  const sessions = turns.length ? turns[turns.length - 1].session : 0;
+  const answered = turns.filter((t) => t.reply).length;
+  const what = `${count(answered)} turns in this conversation${sessions > 1 ? `, over ${sessions} sessions` : ""}`;
+  return [
+    el("h3", {}, title),
+    el("p", { class: "sub count-label", dataset: { count: "conversation" } }, what),
+    el("ol", { class: "turns transcript", "aria-label": "transcript" }, items),
+  ];
 }
 
 // -- usage ------------------------------------------------------------------------------------
@@ -227,7 +269,7 @@ export function latency(days) {
   });
   const turns = ordered.reduce((s, d) => s + d.turns, 0);
   return [
-    el("div", { class: "latency-key" }, legend([{ name: "p50", color: "#6b7385" }, { name: "p95", color: "#6b7385", dashed: true }]), el("span", { class: "sub" }, `${count(turns)} turns`)),
+    el("div", { class: "latency-key" }, legend([{ name: "p50", color: "#6b7385" }, { name: "p95", color: "#6b7385", dashed: true }]), el("span", { class: "sub count-label", dataset: { count: "latency" } }, `${count(turns)} turns with timings in this period`)),
     el("div", { class: "figures" }, figures),
   ];
 }
@@ -245,5 +287,39 @@ export function errors(list, onOpenConversation) {
   ]);
   return table([["when"], ["device"], ["code"], ["message", "wrap"], ["conversation"]], rows, {
     rowProps: (i) => ({ dataset: { code: list[i].code } }),
+  });
+}
+
+// -- characters -------------------------------------------------------------------------------
+
+/** @param actions {{edit: (character) => void, remove: (slug) => void}} */
+export function characters(list, actions) {
+  if (list.length === 0) return empty("No characters: add one below.");
+  const rows = list.map((c) => [
+    el("span", {}, el("strong", {}, c.name), el("span", { class: "sub" }, c.slug), c.built_in ? el("span", { class: "badge" }, "built in") : null),
+    el("span", { class: "clip" }, c.description || "—"),
+    c.voice || "default",
+    el("span", { class: "clip" }, c.first_message || "—"),
+    el(
+      "span",
+      { class: "row-actions" },
+      el("button", { type: "button", class: "edit", onclick: () => actions.edit(c) }, "Edit"),
+      c.built_in
+        ? null
+        : el(
+            "button",
+            {
+              type: "button",
+              class: "danger",
+              onclick: () => {
+                if (window.confirm(`Delete the character ${c.name} (${c.slug})? Devices using it talk as the default.`)) actions.remove(c.slug);
+              },
+            },
+            "Delete",
+          ),
+    ),
+  ]);
+  return table([["character"], ["description", "wrap"], ["voice"], ["first message", "wrap"], ["", "actions"]], rows, {
+    rowProps: (i) => ({ dataset: { character: list[i].slug, builtIn: String(list[i].built_in) } }),
   });
 }

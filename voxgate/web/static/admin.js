@@ -8,6 +8,7 @@ import * as sections from "./admin-sections.js";
 import { forgetToken, saveToken, takeToken } from "./auth.js";
 
 const REFRESH_MS = 3000;
+const PAGE_SIZE = 50; // conversations per page
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -28,6 +29,17 @@ const ui = {
   deviceUser: $("device-user"),
   addUser: $("add-user"),
   userName: $("user-name"),
+  characters: $("characters"),
+  characterForm: $("character-form"),
+  characterFormTitle: $("character-form-title"),
+  characterSlug: $("character-slug"),
+  characterName: $("character-name"),
+  characterDescription: $("character-description"),
+  characterVoice: $("character-voice"),
+  characterFirstMessage: $("character-first-message"),
+  characterPrompt: $("character-prompt"),
+  characterSave: $("character-save"),
+  characterCancel: $("character-cancel"),
   conversationDevice: $("conversation-device"),
   conversations: $("conversations"),
   conversation: $("conversation"),
@@ -45,6 +57,10 @@ const page = {
   again: false, // a refresh was asked for while one ran: run another after it
   selected: null, // the id of the conversation shown
   conversations: [],
+  // Paging the conversations: `before` of each page shown so far (null: the newest), and the
+  // API's next_before for the page after the current one.
+  pages: [null],
+  nextBefore: null,
   refreshes: 0, // successful ones
 };
 
@@ -130,7 +146,7 @@ async function fetchAll(api) {
     api.get("devices"),
     api.get("users"),
     api.get("characters"),
-    api.get("conversations", { device: ui.conversationDevice.value, limit: 50 }),
+    api.get("conversations", { device: ui.conversationDevice.value, limit: PAGE_SIZE, before: page.pages[page.pages.length - 1] }),
     api.get("usage", { since, user: ui.usageUser.value }),
     api.get("latency", { since }),
     api.get("errors", { limit: 50 }),
@@ -160,9 +176,16 @@ function draw(data) {
   show(ui.devices, devicesKey, () => sections.devices(devices, users, data.characters.characters, deviceActions));
 
   page.conversations = data.conversations.conversations;
-  show(ui.conversations, JSON.stringify([page.conversations, page.selected]), () =>
-    sections.conversations(page.conversations, page.selected, selectConversation),
+  page.nextBefore = data.conversations.next_before;
+  const paging = {
+    page: page.pages.length,
+    older: page.nextBefore === null ? null : () => turnPage(+1),
+    newer: page.pages.length > 1 ? () => turnPage(-1) : null,
+  };
+  show(ui.conversations, JSON.stringify([page.conversations, page.selected, page.pages, page.nextBefore]), () =>
+    sections.conversations(page.conversations, page.selected, selectConversation, paging),
   );
+  show(ui.characters, JSON.stringify(data.characters), () => sections.characters(data.characters.characters, characterActions));
   if (page.selected) {
     const summary = page.conversations.find((c) => c.id === page.selected) || null;
     const messages = data.detail ? data.detail.messages : [];
@@ -222,6 +245,61 @@ const deviceActions = {
   revoke: (name) => act("POST", `devices/${encodeURIComponent(name)}/revoke`, {}),
 };
 
+function turnPage(step) {
+  if (step > 0 && page.nextBefore !== null) page.pages.push(page.nextBefore);
+  if (step < 0 && page.pages.length > 1) page.pages.pop();
+  refresh();
+}
+
+function firstPage() {
+  page.pages = [null];
+  page.nextBefore = null;
+  refresh();
+}
+
+// -- characters: one form adds a new one or edits the one picked (its id then fixed)
+
+const characterFields = () => [
+  [ui.characterName, "name"],
+  [ui.characterDescription, "description"],
+  [ui.characterVoice, "voice"],
+  [ui.characterFirstMessage, "first_message"],
+  [ui.characterPrompt, "system_prompt"],
+];
+
+function editCharacter(character) {
+  ui.characterSlug.value = character ? character.slug : "";
+  ui.characterSlug.readOnly = Boolean(character);
+  for (const [input, key] of characterFields()) input.value = character ? character[key] ?? "" : "";
+  ui.characterFormTitle.textContent = character ? `Edit ${character.name} (${character.slug})` : "Add a character";
+  ui.characterSave.textContent = character ? "Save" : "Add";
+  ui.characterCancel.hidden = !character;
+  ui.characterForm.dataset.editing = character ? character.slug : "";
+  if (character) {
+    ui.characterForm.scrollIntoView({ block: "nearest" });
+    ui.characterName.focus();
+  }
+}
+
+const characterActions = {
+  edit: editCharacter,
+  remove: async (slug) => {
+    if (await act("DELETE", `characters/${encodeURIComponent(slug)}`)) {
+      if (ui.characterForm.dataset.editing === slug) editCharacter(null);
+    }
+  },
+};
+
+ui.characterForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const slug = ui.characterSlug.value.trim();
+  const body = { slug };
+  // Empty optional fields are "none" (null): the engine's default voice, no first message.
+  for (const [input, key] of characterFields()) body[key] = input.value.trim() || (key === "description" ? "" : null);
+  if (await act("PUT", `characters/${encodeURIComponent(slug)}`, body)) editCharacter(null);
+});
+ui.characterCancel.addEventListener("click", () => editCharacter(null));
+
 function selectConversation(id) {
   page.selected = id;
   ui.conversation.dataset.key = "";
@@ -274,7 +352,8 @@ window.addEventListener("hashchange", () => {
 });
 
 ui.refresh.addEventListener("click", () => (page.token ? refresh() : ui.token.focus()));
-for (const control of [ui.since, ui.usageUser, ui.conversationDevice]) control.addEventListener("change", refresh);
+for (const control of [ui.since, ui.usageUser]) control.addEventListener("change", refresh);
+ui.conversationDevice.addEventListener("change", firstPage);
 
 setInterval(() => {
   if (ui.autoRefresh.checked && !document.hidden) refresh();
