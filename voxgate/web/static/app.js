@@ -7,6 +7,7 @@ import { chooseCharacter, chosenCharacter, fetchCharacters } from "./characters.
 import { Microphone, micErrorMessage, UPLINK_RATE_HZ } from "./mic.js";
 import { Player } from "./player.js";
 import { RelaySession, relayUrl } from "./relay.js";
+import { showInterrupted } from "./reply-text.js";
 import { renderTimings } from "./timings.js";
 import { UplinkClock } from "./uplink.js";
 
@@ -36,6 +37,7 @@ const ui = {
   text: $("text"),
   send: $("send"),
   template: $("turn-template"),
+  startHint: $("start-hint"),
 };
 
 const page = {
@@ -51,7 +53,10 @@ const page = {
   awaitingReply: false, // between the end of the user's turn and the end of the reply
   currentTurn: null,
   cards: new Map(), // turn_id → the turn's <li>
-  pendingCard: null, // the user's words, before the reply (and its turn_id) starts
+  speakingCard: null, // the words of the user's turn in progress (partial transcripts)
+  // Turns the user has ended whose turn_id the server has not named yet (no reply.started):
+  // oldest first, as the server answers them.
+  waiting: [],
   stoppedTurns: new Set(), // replies the user stopped: their late audio is dropped
   uplink: new UplinkClock(),
   speechEndSentAt: null, // when the page sent the last voiced audio of the turn in progress
@@ -102,8 +107,12 @@ function refreshStatus() {
   const live = Boolean(page.relay && page.relay.ready);
   ui.text.disabled = !live;
   ui.send.disabled = !live;
+  // Disabled controls say why, and what to do.
+  ui.text.placeholder = live ? "Type instead of talking…" : "Press “Start talking” first, then type here";
+  ui.send.title = live ? "Send the text as your turn" : "Press “Start talking” first";
   ui.stop.disabled = !(live && (page.awaitingReply || (page.player && page.player.playing)));
   ui.start.hidden = live || page.connecting || page.disconnected;
+  ui.startHint.hidden = live || page.connecting || page.disconnected;
   ui.reconnect.hidden = !page.disconnected;
 }
 
@@ -230,21 +239,50 @@ function newCard() {
 }
 
 /** The card of the user's words in progress (made on their first word). */
-function userCard() {
-  if (!page.pendingCard) page.pendingCard = newCard();
-  return page.pendingCard;
+function speakingCard() {
+  if (!page.speakingCard) page.speakingCard = newCard();
+  return page.speakingCard;
+}
+
+/** The user's turn is over: its card stays, pending, until the server answers it. */
+function endUserTurn(card, { transcribing }) {
+  card.dataset.pending = "true";
+  if (transcribing) card.dataset.transcribing = "true";
+  page.waiting.push(card);
+}
+
+/** The card of `turnId`: known, or the oldest turn still waiting for its id (null: none). */
+function cardOf(turnId) {
+  let card = page.cards.get(turnId);
+  if (!card && page.waiting.length > 0) {
+    card = page.waiting.shift();
+    card.dataset.turnId = String(turnId);
+    page.cards.set(turnId, card);
+  }
+  return card || null;
 }
 
 function setUserText(card, text, { partial = false } = {}) {
   const element = card.querySelector(".user .text");
   element.textContent = text;
   element.classList.toggle("partial", partial);
+  if (!partial) delete card.dataset.transcribing;
 }
 
 function markInterrupted(card, heardText) {
   card.dataset.interrupted = "true";
   const note = card.querySelector(".note");
-  note.textContent = heardText ? `interrupted — you heard: “${heardText}”` : "interrupted";
+  const reply = card.querySelector(".reply .text");
+  const text = reply.textContent;
+  if (!text) {
+    // Cut off before any reply: the user spoke (or typed) again, or pressed Stop.
+    card.dataset.cutOff = "true";
+    delete card.dataset.transcribing;
+    note.textContent = "cut off before the reply";
+  } else {
+    showInterrupted(reply, text, heardText);
+    note.textContent = heardText ? "interrupted — you heard the plain part; the struck part was not played" : "interrupted before you heard any of it";
+  }
   note.hidden = false;
 }
 
@@ -265,20 +303,29 @@ function onEvent(relay, name, payload) {
     case "speech.started":
       page.userSpeaking = true;
       break;
-    case "speech.stopped":
+    case "speech.stopped": {
       page.userSpeaking = false;
       page.awaitingReply = true;
       page.speechEndSentAt = page.uplink.sentAt(payload.at_ms);
+      const card = speakingCard();
+      page.speakingCard = null;
+      // Shown at once; its transcript fills in when it arrives.
+      endUserTurn(card, { transcribing: true });
       break;
+    }
     case "asr.partial":
-      setUserText(userCard(), payload.text, { partial: true });
+      setUserText(speakingCard(), payload.text, { partial: true });
       break;
-    case "asr.final":
-      setUserText(userCard(), payload.text);
+    case "asr.final": {
+      // The transcript of the oldest ended turn still without one (asr.final follows its
+      // speech.stopped); a turn cut off before its transcript left the queue with its turn_id.
+      const card = page.waiting.find((c) => c.dataset.transcribing === "true") || speakingCard();
+      setUserText(card, payload.text);
       break;
+    }
     case "reply.started": {
-      const card = page.pendingCard || newCard(); // a greeting has no words of the user's
-      page.pendingCard = null;
+      // A greeting has no words of the user's: a card of its own.
+      const card = page.cards.get(payload.turn_id) || (page.waiting.length > 0 ? cardOf(payload.turn_id) : newCard());
       card.dataset.turnId = String(payload.turn_id);
       page.cards.set(payload.turn_id, card);
       page.currentTurn = payload.turn_id;
@@ -296,9 +343,9 @@ function onEvent(relay, name, payload) {
     case "reply.interrupted": {
       // May come after turn.done (the audio was all sent, not all played): stop it all the same.
       page.player.stopTurn(payload.turn_id);
-      const card = page.cards.get(payload.turn_id);
+      const card = cardOf(payload.turn_id);
       if (card) markInterrupted(card, payload.heard_text);
-      if (page.currentTurn === payload.turn_id) page.awaitingReply = false;
+      if (page.currentTurn === payload.turn_id) page.awaitingReply = page.waiting.length > 0;
       break;
     }
     case "turn.done":
@@ -327,13 +374,12 @@ function onAudio(header, bytes) {
 function onTurnDone(payload) {
   const turnId = payload.turn_id;
   page.player.markDone(turnId);
-  const card = page.cards.get(turnId);
-  if (page.currentTurn === turnId) {
-    page.currentTurn = null;
-    page.awaitingReply = false;
-  }
+  const card = cardOf(turnId);
+  if (page.currentTurn === turnId) page.currentTurn = null;
+  page.awaitingReply = page.currentTurn !== null || page.waiting.length > 0;
   if (!card) return;
   card.dataset.done = "true";
+  card.dataset.pending = "false";
   if (payload.user_text && !card.querySelector(".user .text").textContent) {
     setUserText(card, payload.user_text);
   }
@@ -367,9 +413,13 @@ function onError(relay, { code, message, fatal }) {
     return;
   }
   if (code === "no_speech") {
-    page.awaitingReply = false;
-    page.pendingCard?.remove();
-    page.pendingCard = null;
+    // Nothing was said after all: that turn's card goes.
+    const card = page.waiting.find((c) => c.dataset.transcribing === "true");
+    if (card) {
+      page.waiting.splice(page.waiting.indexOf(card), 1);
+      card.remove();
+    }
+    page.awaitingReply = page.waiting.length > 0;
     showError("Sorry, I did not catch that.", code);
     return;
   }
@@ -403,8 +453,9 @@ function sendText(event) {
   if (!text || !page.relay) return;
   // A typed turn interrupts a reply in progress: the server says so with reply.interrupted.
   if (page.relay.send("text.input", { text })) {
-    page.pendingCard = null;
-    setUserText(userCard(), text);
+    const card = newCard();
+    setUserText(card, text);
+    endUserTurn(card, { transcribing: false });
     page.speechEndSentAt = null; // no spoken end: no network measurement for this turn
     page.awaitingReply = true;
     ui.text.value = "";
