@@ -32,7 +32,7 @@ bench: setup
 
 # The README's screenshots, made by the browser tests (the talk page's needs the real models).
 screenshots: setup
-	VOXGATE_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_web_page.py tests/test_admin_page.py
+	VOXGATE_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/web/
 
 setup: $(STAMPS)/apt $(STAMPS)/python $(STAMPS)/models
 

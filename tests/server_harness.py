@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,3 +57,27 @@ async def serving(
 def server_settings(tmp_path: Path, **server: object) -> Settings:
     """Settings with state in ``tmp_path`` and ``server`` overrides."""
     return Settings(data_dir=tmp_path, server=server)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a server in a subprocess)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def standin_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``voxgate serve`` subprocess: state in ``data_dir``, the instant
+    stand-in engines, no configuration file."""
+    env = {
+        **os.environ,
+        "VOXGATE_DATA_DIR": str(data_dir),
+        "VOXGATE_VAD__PROVIDER": "standin",
+        "VOXGATE_STT__PROVIDER": "standin",
+        "VOXGATE_LLM__PROVIDER": "standin",
+        "VOXGATE_TTS__PROVIDER": "standin",
+        **extra,
+    }
+    env.pop("VOXGATE_CONFIG", None)
+    return env

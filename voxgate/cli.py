@@ -147,7 +147,8 @@ def serve(
     )
     console.print("[bold]voxgate[/] is loading its models; devices connect to:")
     for label, url in urls(settings):
-        console.print(f"  {label:34} {url}")
+        # soft_wrap: a long link stays on its label's line (a wrapped one is not clickable).
+        console.print(f"  {label:34} {url}", soft_wrap=True, highlight=False, markup=False)
     run_server(settings)
 
 

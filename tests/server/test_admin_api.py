@@ -29,6 +29,7 @@ from voxgate.server import admin_api
 from voxgate.server.app import create_app
 from voxgate.store import Store
 from voxgate.store.characters import BUILT_IN
+from voxgate.store.writer import ConversationOpened, TurnRecord
 
 ADMIN_TOKEN = "admin-token-for-tests"
 BASE_URL = "http://voxgate.test"
@@ -480,3 +481,25 @@ async def test_inside_the_server_a_talking_device_is_online_and_its_turn_is_kept
     finally:
         engines.close()
         await store.close()
+
+
+async def test_a_conversation_over_several_sessions_names_each_messages_session(api: Api) -> None:
+    """turn_id restarts in every session: (session_id, turn_id) is what names a turn."""
+    device, _ = await api.store.devices.add("kitchen")
+    writer = api.store.writer
+    writer.start()
+    writer.submit(ConversationOpened("conv-k", device.id, None, None, False, at=100.0))
+    for n, session in enumerate(("session-a", "session-b", "session-c")):
+        writer.submit(
+            TurnRecord(
+                "conv-k", device.id, None, 1, f"question {n}", f"answer {n}", None, False, {}, (),
+                session_id=session, at=200.0 + n,
+            )
+        )  # fmt: skip
+    assert await writer.flush(10)
+    messages = (await api.json("GET", "/conversations/conv-k"))["messages"]
+    assert [(m["session_id"], m["turn_id"], m["role"]) for m in messages] == [
+        (session, 1, role)
+        for session in ("session-a", "session-b", "session-c")
+        for role in ("user", "assistant")
+    ]

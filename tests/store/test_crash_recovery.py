@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,27 +24,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.fakes import bounded
-from tests.server_harness import open_store
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.server_harness import free_port, open_store, standin_env
 
 
 @contextmanager
 def _serve(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "VOXGATE_DATA_DIR": str(data_dir),
-        "VOXGATE_VAD__PROVIDER": "standin",
-        "VOXGATE_STT__PROVIDER": "standin",
-        "VOXGATE_LLM__PROVIDER": "standin",
-        "VOXGATE_TTS__PROVIDER": "standin",
-    }
-    env.pop("VOXGATE_CONFIG", None)
+    env = standin_env(data_dir)
     process = subprocess.Popen(
         [sys.executable, "-m", "voxgate", "serve", "--port", str(port), "--log-level", "warning"],
         env=env,
@@ -99,7 +83,7 @@ async def test_kill_9_mid_reply_keeps_every_completed_turn(tmp_path: Path) -> No
     store = await open_store(tmp_path)
     _, token = await store.devices.add("toy")
     await store.close()
-    port = _free_port()
+    port = free_port()
     url = f"ws://127.0.0.1:{port}/v1/relay"
 
     completed: list[str] = []
@@ -158,7 +142,7 @@ async def test_a_graceful_stop_writes_the_reply_in_flight(
     store = await open_store(tmp_path)
     _, token = await store.devices.add("toy")
     await store.close()
-    port = _free_port()
+    port = free_port()
     with _serve(tmp_path, port) as server:
         await _wait_ready(port, server)
         async with connect(f"ws://127.0.0.1:{port}/v1/relay", max_size=None) as ws:

@@ -79,7 +79,9 @@ async def test_characters_are_listed_added_edited_and_deleted_on_the_admin_page(
         await page.fill("#character-slug", "Not An Id!")
         await page.fill("#character-name", "X")
         await page.fill("#character-prompt", "x")
-        await page.evaluate("() => document.getElementById('character-slug').removeAttribute('pattern')")
+        await page.evaluate(
+            "() => document.getElementById('character-slug').removeAttribute('pattern')"
+        )
         await page.click("#character-save")
         await expect(page.locator("#error")).to_have_attribute("data-code", "bad_request")
         stored = {c["slug"]: c for c in (await api.get("/characters")).json()["characters"]}

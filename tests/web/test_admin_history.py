@@ -87,7 +87,9 @@ async def test_the_conversations_page_past_the_first_fifty(tmp_path: Path) -> No
     writer.start()
     # 57 conversations, one a minute, the newest last.
     for n in range(57):
-        writer.submit(ConversationOpened(f"conv-{n:02d}", device.id, None, None, False, at=1e9 + n * 60))
+        writer.submit(
+            ConversationOpened(f"conv-{n:02d}", device.id, None, None, False, at=1e9 + n * 60)
+        )
     assert await writer.flush(10)
     try:
         async with admin_server(tmp_path, store) as address, browser_page(None) as (page, errors):

@@ -180,6 +180,8 @@ async def test_the_admin_page_and_its_modules_are_served(tmp_path: Path) -> None
                 "admin-dom.js",
                 "admin-charts.js",
                 "admin-sections.js",
+                "reply-text.js",
+                "timings.js",
                 "admin.css",
             )
         }
@@ -189,7 +191,7 @@ async def test_the_admin_page_and_its_modules_are_served(tmp_path: Path) -> None
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["cache-control"] == "no-cache"
     # Before any data: every section says it is loading.
-    assert page.text.count('data-loading="true"') == 6
+    assert page.text.count('data-loading="true"') == 7
     assert all(response.status_code == 200 for response in modules.values()), modules
     # Data only ever becomes text: no HTML parsing of anything in the admin modules.
     for name, response in modules.items():
@@ -268,10 +270,12 @@ async def test_the_turns_just_made_show_with_their_cost_latency_errors_and_exact
                 # The interrupted reply is marked, with what was heard; the others are not.
                 turn3 = transcript.locator('.turn[data-turn-id="3"]')
                 await expect(turn3).to_have_attribute("data-interrupted", "true")
-                await expect(turn3.locator(".heard .text")).to_have_text(heard or "nothing")
+                # What was heard plain, the rest of the reply struck through.
+                await expect(turn3.locator(".reply .heard")).to_have_text(heard or "")
+                await expect(turn3.locator(".reply .unheard")).not_to_be_empty()
                 await expect(turn3.locator(".note")).to_contain_text("interrupted")
                 await expect(turn1).to_have_attribute("data-interrupted", "false")
-                await expect(turn1.locator(".heard")).to_have_count(0)
+                await expect(turn1.locator(".heard, .unheard")).to_have_count(0)
 
                 # Usage and cost: bob's turns of today in the table and the chart.
                 bob_today = page.locator(f'#usage tr[data-user="bob"][data-day="{utc_day(0)}"]')

@@ -1,4 +1,4 @@
-"""Both pages on a phone-sized screen (390 × 844, touch, a mobile browser's viewport) in headless
+"""Both pages on a phone-sized screen (390 by 844 px, touch, a mobile browser's viewport) in headless
 Chromium against the real server: nothing wider than the screen, and every control on them can be
 reached and used — on the admin page, with devices, conversations, usage, latency and errors to
 show, down to a device's Revoke button."""
@@ -42,7 +42,9 @@ async def test_the_admin_page_fits_a_phone_and_every_action_is_in_reach(tmp_path
             assert token
             async with device_session(address, token) as device:
                 await device.say("What is the capital of France, and how far away is it?")
-            row = page.locator('#devices tr[data-device="kitchen-speaker-by-the-window-0123456789"]')
+            row = page.locator(
+                '#devices tr[data-device="kitchen-speaker-by-the-window-0123456789"]'
+            )
             await expect(row).to_have_count(1)
             await page.locator("#conversations tr[data-conversation] button").first.click()
             await expect(page.locator("#conversation .transcript .turn").first).to_be_visible()

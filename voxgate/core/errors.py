@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
     SEQ_GAP = "seq_gap"
     SHUTTING_DOWN = "shutting_down"
+    LOADING_MODELS = "loading_models"
     INTERNAL = "internal"
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -24,6 +25,7 @@ from voxgate.pipeline import Engines, load_engines
 from voxgate.pipeline.engines import warm_up
 from voxgate.server import admin_api
 from voxgate.server.context import ServerContext
+from voxgate.server.loading import Readiness, UntilReady
 from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.transports import assistant_proxy, elato, relay
 from voxgate.store import Store
@@ -63,38 +65,87 @@ async def metrics(request: Request) -> Response:
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+EngineLoader = Callable[[], Awaitable[Engines]]
+"""Loads the engines in the background while the server already listens (:mod:`.loading`)."""
+
+
+def load_configured(settings: Settings) -> EngineLoader:
+    """The configured engines, loaded and warmed up: what ``voxgate serve`` waits for."""
+
+    async def load() -> Engines:
+        models = ModelStore(settings.models_dir)
+        loaded = await asyncio.to_thread(load_engines, settings, models)
+        await warm_up(loaded, settings.character.system_prompt)
+        return loaded
+
+    return load
+
+
 def create_app(
-    settings: Settings, *, engines: Engines | None = None, store: Store | None = None
+    settings: Settings,
+    *,
+    engines: Engines | EngineLoader | None = None,
+    store: Store | None = None,
 ) -> Starlette:
     """The app. Given ``engines`` or ``store`` (tests, benchmarks) it uses them; otherwise it
     loads the configured engines and opens the configured database at start-up, and is ready once
-    the engines are warm."""
+    the engines are warm. Given an :data:`EngineLoader` it listens at once and loads in the
+    background: until then the pages say so and everything else answers "loading models"."""
     settings = with_generated_secrets(settings)
+    readiness = Readiness()
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = engines is None
-        loaded = engines
-        if loaded is None:
-            models = ModelStore(settings.models_dir)
-            loaded = await asyncio.to_thread(load_engines, settings, models)
-            await warm_up(loaded, settings.character.system_prompt)
-        opened = store or await Store.open(settings)
+    async def prepare(app: Starlette) -> ServerContext:
+        if isinstance(engines, Engines):
+            loaded = engines
+        else:
+            loaded = await (engines or load_configured(settings))()
+        try:
+            opened = store or await Store.open(settings)
+        except BaseException:
+            if loaded is not engines:
+                await loaded.aclose()
+            raise
         opened.writer.start()
         ctx = ServerContext(settings, loaded, opened)
         app.state.ctx = ctx
+        readiness.ready = True
+        return ctx
+
+    async def finish(ctx: ServerContext) -> None:
+        await ctx.drain(settings.server.shutdown_grace_s)
+        for session in list(ctx.sessions):
+            await ctx.close_session(session)
+        if ctx.engines is not engines:  # loaded here: ours to close
+            await ctx.engines.aclose()
+        if store is None:
+            await ctx.store.close()  # writes what is still queued first
+        else:
+            await ctx.store.writer.flush(settings.server.shutdown_grace_s)
+
+    def failed(task: asyncio.Task[ServerContext]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            readiness.error = str(task.exception()) or type(task.exception()).__name__
+            logger.error("cannot load the models: %s", readiness.error, exc_info=task.exception())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if engines is None or isinstance(engines, Engines):
+            ctx = await prepare(app)
+            try:
+                yield
+            finally:
+                await finish(ctx)
+            return
+        loading = asyncio.create_task(prepare(app))
+        loading.add_done_callback(failed)
         try:
             yield
         finally:
-            await ctx.drain(settings.server.shutdown_grace_s)
-            for session in list(ctx.sessions):
-                await ctx.close_session(session)
-            if owned:
-                await loaded.aclose()
-            if store is None:
-                await opened.close()  # writes what is still queued first
-            else:
-                await opened.writer.flush(settings.server.shutdown_grace_s)
+            if not loading.done():
+                loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            if readiness.ready:
+                await finish(app.state.ctx)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
@@ -105,4 +156,6 @@ def create_app(
         *web.routes(settings),  # HTTP "/": the page; Elato's WebSocket "/" still matches
         *elato.routes(settings),  # last: it may own "/" for WebSockets
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(UntilReady, readiness=readiness)]
+    )

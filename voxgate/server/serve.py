@@ -9,7 +9,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from voxgate.core.config import Settings
-from voxgate.server.app import create_app
+from voxgate.server.app import create_app, load_configured
 from voxgate.server.context import ServerContext
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def urls(settings: Settings) -> list[tuple[str, str]]:
 
 
 def serve(settings: Settings) -> None:
-    app = create_app(settings)
+    # Listening before the models are ready: the links printed work at once and say "loading".
+    app = create_app(settings, engines=load_configured(settings))
     config = uvicorn.Config(
         app,
         host=settings.server.host,

@@ -31,6 +31,7 @@ def _message(row: MessageRow) -> Message:
         audio_s=row.audio_s,
         timings=row.timings,
         created_at=row.created_at,
+        session_id=row.session_id,
     )
 
 

@@ -75,6 +75,8 @@ class Message:
     audio_s: float | None
     timings: dict[str, Any] | None
     created_at: float
+    session_id: str | None = None
+    """The session it was said in: turn_id restarts in each (None for rows before that was kept)."""
 
 
 @dataclass(frozen=True, slots=True)

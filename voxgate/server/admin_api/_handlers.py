@@ -257,6 +257,8 @@ async def get_conversation(request: Request, ctx: AdminContext) -> Response:
             "id": conversation_id,
             "messages": [
                 {
+                    # A turn is (session_id, turn_id): turn_ids restart in every session.
+                    "session_id": message.session_id,
                     "turn_id": message.turn_id,
                     "role": message.role,
                     "text": message.text,

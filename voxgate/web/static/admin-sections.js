@@ -159,21 +159,26 @@ function turnCard(index, turnId, user, reply) {
 /**
  * The turns of a conversation, in the order they were said. Messages come oldest first; a
  * conversation resumed by a later session starts its turn_ids again at 1, so a turn_id names a
- * turn only within one session: a user message opens a turn, and a reply joins the turn before
- * it when that turn has the same turn_id and no reply yet (a greeting's reply stands alone).
+ * turn only within one session (session_id): a user message opens a turn, and a reply joins the
+ * turn before it when that turn is of the same session and turn_id and has no reply yet (a
+ * greeting's reply stands alone). Rows stored before session_id was kept have none: there, a
+ * turn_id that does not grow starts the next session.
  */
 export function turnsOf(messages) {
   const turns = [];
   let session = 1;
   for (const m of messages) {
     const last = turns[turns.length - 1];
-    // Within a session turn_ids only grow: one that does not is the next session's.
-    const again = last && (m.turn_id < last.turnId || (m.turn_id === last.turnId && (m.role === "user" || last.reply)));
+    const again = !last
+      ? false
+      : m.session_id && last.sessionId
+        ? m.session_id !== last.sessionId
+        : m.turn_id < last.turnId || (m.turn_id === last.turnId && (m.role === "user" || Boolean(last.reply)));
     if (again) session += 1;
     if (m.role !== "user" && last && !last.reply && last.turnId === m.turn_id && last.session === session) {
       last.reply = m;
     } else {
-      turns.push({ turnId: m.turn_id, session, user: m.role === "user" ? m : null, reply: m.role === "user" ? null : m });
+      turns.push({ turnId: m.turn_id, sessionId: m.session_id, session, user: m.role === "user" ? m : null, reply: m.role === "user" ? null : m });
     }
   }
   return turns;

@@ -117,6 +117,10 @@ function failed(error) {
       showError(`${error.message} What is shown is from ${page.refreshes ? "the last successful refresh" : "nowhere yet"}; the page keeps trying.`, "unreachable");
       setStatus("offline", "server gone");
       break;
+    case "loading_models":
+      showError("The server is loading its models (the first start copies them: up to a minute or two); the page fills in by itself as soon as they are ready.", "loading_models");
+      setStatus("loading", "loading models…");
+      break;
     case "unavailable":
       showError("The server is up but its database is unavailable; the page keeps trying.", "unavailable");
       setStatus("degraded", "database unavailable");

@@ -14,6 +14,7 @@ import { UplinkClock } from "./uplink.js";
 const OUTPUT_RATE_HZ = 24000;
 const POSITION_REPORT_MS = 250; // playback.position while a reply plays: exact heard_text
 const METER_MS = 50;
+const LOADING_RETRY_MS = 2000; // while the server loads its models
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -50,6 +51,7 @@ const page = {
   connecting: false,
   disconnected: false,
   userSpeaking: false,
+  loadingModels: false, // the server said it is still loading its models: retrying
   awaitingReply: false, // between the end of the user's turn and the end of the reply
   currentTurn: null,
   cards: new Map(), // turn_id → the turn's <li>
@@ -93,7 +95,8 @@ window.voxgate = {
 function refreshStatus() {
   let state = "idle";
   let text = "not connected";
-  if (page.connecting) [state, text] = ["connecting", "connecting…"];
+  if (page.loadingModels) [state, text] = ["loading", "loading models…"];
+  else if (page.connecting) [state, text] = ["connecting", "connecting…"];
   else if (page.disconnected) [state, text] = ["disconnected", "disconnected"];
   else if (page.relay && page.relay.ready) {
     if (page.player && page.player.playing) [state, text] = ["speaking", "speaking"];
@@ -113,7 +116,7 @@ function refreshStatus() {
   ui.stop.disabled = !(live && (page.awaitingReply || (page.player && page.player.playing)));
   ui.start.hidden = live || page.connecting || page.disconnected;
   ui.startHint.hidden = live || page.connecting || page.disconnected;
-  ui.reconnect.hidden = !page.disconnected;
+  ui.reconnect.hidden = !page.disconnected || page.loadingModels;
 }
 
 function showError(message, code = "error") {
@@ -149,7 +152,7 @@ async function start() {
 }
 
 function connect() {
-  clearError();
+  if (!page.loadingModels) clearError(); // that note stays until the server is ready
   ui.tokenForm.hidden = true;
   page.connecting = true;
   page.disconnected = false;
@@ -191,7 +194,12 @@ function onClose(relay, { code, reason, ready }) {
   page.awaitingReply = false;
   // Audio still queued belongs to a conversation that is over.
   if (page.player) for (const turnId of page.player.playingTurns()) page.player.stopTurn(turnId);
-  if (relay.fatal) {
+  if (page.loadingModels) {
+    // Not ready yet: come back in a moment, as often as it takes.
+    setTimeout(() => {
+      if (page.loadingModels && !page.relay) connect();
+    }, LOADING_RETRY_MS);
+  } else if (relay.fatal) {
     // The server said why before closing (bad token, shutting down...): that message stays.
   } else if (relay.serverEnded) {
     showError("The server ended the session: it is shutting down. Reconnect in a moment.", "server_shutdown");
@@ -296,6 +304,10 @@ function onEvent(relay, name, payload) {
   switch (name) {
     case "session.ready":
       page.connecting = false;
+      if (page.loadingModels) {
+        page.loadingModels = false;
+        if (ui.picker.hidden) loadCharacters(); // the server could not list them while loading
+      }
       page.uplink = new UplinkClock(); // at_ms counts from this session's first audio
       clearError();
       if (!page.mic && page.context) openMic();
@@ -405,6 +417,11 @@ function networkMs(turnId, timings) {
 
 function onError(relay, { code, message, fatal }) {
   if (fatal) relay.fatal = true;
+  if (code === "loading_models") {
+    page.loadingModels = true;
+    showError("The server is loading its models (the first start copies them: up to a minute or two). The page connects by itself as soon as they are ready.", code);
+    return;
+  }
   if (code === "unauthorized") {
     forgetToken();
     page.token = null;
