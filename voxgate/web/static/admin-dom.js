@@ -53,7 +53,7 @@ export function show(container, key, build) {
   if (focused && focused !== document.body && container.contains(focused) && focused.matches("select, input")) {
     return false; // someone is using a control in there: redraw at a later refresh
   }
-  container.replaceChildren(...[build()].flat());
+  container.replaceChildren(...[build()].flat().filter((node) => node !== null && node !== undefined));
   container.dataset.key = key;
   container.dataset.loading = "false";
   return true;

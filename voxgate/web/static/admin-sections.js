@@ -123,7 +123,8 @@ export function conversations(list, selectedId, onSelect, paging) {
     el("span", { class: "sub" }, `page ${paging.page}`),
     el("button", { type: "button", class: "older", disabled: !paging.older, onclick: paging.older }, "older →"),
   );
-  return [list.length ? shown : empty("No older conversations."), paging.newer || paging.older ? pager : null];
+  const rest = list.length ? shown : empty("No older conversations.");
+  return paging.newer || paging.older ? [rest, pager] : [rest];
 }
 
 function firstAudio(timings) {
