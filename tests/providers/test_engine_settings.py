@@ -225,6 +225,32 @@ def test_a_fallback_with_fallbacks_of_its_own_is_refused(tmp_path: Path) -> None
     assert "a fallback cannot have fallbacks of its own" in problem
 
 
+def test_the_command_line_prints_the_message_not_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from voxgate.cli import app
+
+    config = tmp_path / "voxgate.toml"
+    config.write_text('[stt]\nprovider = "deepgram"\nbeam_size = 2\n')
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "stt.beam_size: not a setting of the deepgram STT engine" in " ".join(
+        result.output.split()
+    )
+
+
+def test_the_realtime_section_is_its_engines_settings_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOXGATE_REALTIME__API_KEY", "sk-rt")
+    settings = load_settings()
+    assert isinstance(settings.realtime, registry.settings_model("s2s", "openai-realtime"))
+    assert settings.realtime.model == "gpt-realtime"
+    monkeypatch.setenv("VOXGATE_REALTIME__THREADS", "2")
+    with pytest.raises(
+        ConfigError, match=r"realtime\.threads: not a setting of the openai-realtime"
+    ):
+        load_settings()
+
+
 def test_settings_given_in_code_must_be_their_sections_engine() -> None:
     with pytest.raises(ValueError, match="not the settings of the 'piper' tts engine"):
         Settings(tts=FasterWhisperSettings.model_construct(provider="piper"))
