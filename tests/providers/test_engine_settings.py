@@ -251,6 +251,17 @@ def test_the_realtime_section_is_its_engines_settings_too(monkeypatch: pytest.Mo
         load_settings()
 
 
+def test_a_copy_under_another_provider_is_refused_before_loading() -> None:
+    from voxgate.pipeline import load_engines
+
+    settings = Settings.model_validate(
+        {"llm": {"provider": "openai", "base_url": "http://h/v1", "model": "m"}}
+    )
+    moved = settings.llm.model_copy(update={"provider": "llamacpp", "model": "other"})
+    with pytest.raises(ConfigError, match="llm provider 'llamacpp' takes LlamaCppSettings, not"):
+        load_engines(settings.model_copy(update={"llm": moved}), None)  # type: ignore[arg-type]
+
+
 def test_settings_given_in_code_must_be_their_sections_engine() -> None:
     with pytest.raises(ValueError, match="not the settings of the 'piper' tts engine"):
         Settings(tts=FasterWhisperSettings.model_construct(provider="piper"))

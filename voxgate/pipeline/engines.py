@@ -27,6 +27,7 @@ from voxgate.core.capabilities import (
     open_stt_stream,
 )
 from voxgate.core.config import EngineSettings, Price, ServiceSettings, Settings
+from voxgate.core.errors import ConfigError
 from voxgate.core.threads import close_stream
 from voxgate.pipeline.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voxgate.pipeline.metering import MeteredLLM, MeteredSTT, MeteredTTS
@@ -147,6 +148,8 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     }
     jobs: list[tuple[str, EngineSettings]] = [("vad", settings.vad)]
     jobs += [(cap, s) for cap, chain in chains.items() for s in chain]
+    for capability, section in jobs:
+        _check_engine(capability, section)
     with ThreadPoolExecutor(len(jobs), thread_name_prefix="voxgate-load") as pool:
         futures = [
             pool.submit(registry.factory(capability, section.provider), section, models)
@@ -182,6 +185,18 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         llm=wrapped["llm"][0] if len(wrapped["llm"]) == 1 else FallbackLLM(wrapped["llm"]),
         tts=wrapped["tts"][0] if len(wrapped["tts"]) == 1 else FallbackTTS(wrapped["tts"]),
     )
+
+
+def _check_engine(capability: str, section: EngineSettings) -> None:
+    """Settings changed in code with ``model_copy`` are not validated again: another engine's
+    settings under a new ``provider`` would reach a factory that cannot read them."""
+    expected = registry.settings_model(capability, section.provider)
+    if not isinstance(section, expected):
+        raise ConfigError(
+            f"{capability} provider {section.provider!r} takes {expected.__name__}, not "
+            f"{type(section).__name__}: build the section with engine_settings("
+            f"{capability!r}, {{...}}) instead of copying another engine's settings"
+        )
 
 
 async def warm_up(engines: Engines, system_prompt: str) -> None:
