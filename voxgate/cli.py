@@ -127,12 +127,16 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(envvar="LOG_LEVEL", help="debug, info, warning, error.")
     ] = None,
+    show_admin_link: Annotated[
+        bool,
+        typer.Option(help="Print the page links with the admin token (always on the first start)."),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Run the server: every device protocol on one port."""
     from voxgate.server.secrets_file import with_generated_secrets
+    from voxgate.server.serve import announcement
     from voxgate.server.serve import serve as run_server
-    from voxgate.server.serve import urls
 
     overrides: dict[str, object] = {}
     if log_level:
@@ -141,15 +145,29 @@ def serve(
     server = settings.server.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )
+    # The token goes to the terminal once, when it is made; after that on request only, so
+    # that a supervisor's journal does not collect it at every restart.
+    first_start = server.admin_token is None and not (settings.data_dir / "admin_token").exists()
     settings = with_generated_secrets(settings.model_copy(update={"server": server, **overrides}))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     console.print("[bold]voxgate[/] is loading its models; devices connect to:")
-    for label, url in urls(settings):
+    for line in announcement(settings, with_token=show_admin_link or first_start):
         # soft_wrap: a long link stays on its label's line (a wrapped one is not clickable).
-        console.print(f"  {label:34} {url}", soft_wrap=True, highlight=False, markup=False)
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     run_server(settings)
+
+
+@app.command("admin-link")
+def admin_link(config: ConfigOption = None) -> None:
+    """Print the talk and admin page links with the admin token in them."""
+    from voxgate.server.secrets_file import with_generated_secrets
+    from voxgate.server.serve import page_links
+
+    settings = with_generated_secrets(settings_from(config))
+    for label, url in page_links(settings, with_token=True):
+        console.print(f"{label:20} {url}")
 
 
 app.command("client", help="Talk to a voxgate server over the relay protocol, with a WAV file.")(

@@ -157,6 +157,17 @@ class ServerSettings(BaseModel):
     """For the web pages and the admin API; generated into the data directory when not given."""
     shared_token: SecretStr | None = None
     """A token every device may use (the voice-assistant-proxy firmware ships one); off by default."""
+    metrics_token: SecretStr | None = None
+    """When set, ``/metrics`` wants ``Authorization: Bearer`` this token (or the admin token);
+    ``/healthz`` shows error texts only to those tokens either way."""
+    max_connections: int = Field(1000, ge=1)
+    """Open HTTP and WebSocket connections at most; more are closed at once (each holds a file
+    descriptor: keep this well under ``ulimit -n``, see docs/security.md)."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not sent a request's headers within this long is closed (slowloris,
+    silent sockets)."""
+    keep_alive_timeout_s: int = Field(5, ge=1)
+    """An idle keep-alive HTTP connection is closed after this long."""
     max_message_bytes: int = Field(1 << 20, ge=1024)
     """Largest WebSocket message or HTTP body accepted; larger ones close the session (1009)."""
     connections_per_minute: int = Field(30, ge=1)

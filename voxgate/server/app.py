@@ -24,11 +24,14 @@ from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
 from voxgate.pipeline.engines import warm_up
 from voxgate.server import admin_api
+from voxgate.server.auth import bearer_token
 from voxgate.server.context import ServerContext
+from voxgate.server.headers import SecurityHeaders
 from voxgate.server.loading import Readiness, UntilReady
 from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.transports import assistant_proxy, elato, relay
 from voxgate.store import Store
+from voxgate.store.devices import same_secret
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +41,26 @@ def context_of(request: Request) -> ServerContext:
     return ctx
 
 
+def may_see_details(request: Request, settings: Settings) -> bool:
+    """The metrics token or the admin token: error texts can name paths, hosts and users."""
+    token = bearer_token(request.headers)
+    if token is None:
+        return False
+    server = settings.server
+    return any(
+        secret is not None and same_secret(token, secret.get_secret_value())
+        for secret in (server.metrics_token, server.admin_token)
+    )
+
+
 async def healthz(request: Request) -> JSONResponse:
     ctx = context_of(request)
     writer = ctx.store.writer
     # Degraded still serves (200): sessions go on while their turns wait to be written.
-    degraded = [] if writer.healthy else [f"database: {writer.last_error}"]
+    degraded = []
+    if not writer.healthy:
+        detailed = may_see_details(request, ctx.settings)
+        degraded = [f"database: {writer.last_error}" if detailed else "database"]
     status = "shutting_down" if ctx.shutting_down.is_set() else "degraded" if degraded else "ok"
     return JSONResponse(
         {
@@ -58,6 +76,12 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     ctx = context_of(request)
+    if ctx.settings.server.metrics_token is not None and not may_see_details(request, ctx.settings):
+        return JSONResponse(
+            {"error": "send the metrics token: Authorization: Bearer TOKEN"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     writer = ctx.store.writer
     ctx.metrics.observe_writer(
         pending=writer.pending, healthy=writer.healthy, dropped=writer.dropped
@@ -157,5 +181,8 @@ def create_app(
         *elato.routes(settings),  # last: it may own "/" for WebSockets
     ]
     return Starlette(
-        routes=routes, lifespan=lifespan, middleware=[Middleware(UntilReady, readiness=readiness)]
+        routes=routes,
+        lifespan=lifespan,
+        # Security headers outermost: the "loading models" answers carry them too.
+        middleware=[Middleware(SecurityHeaders), Middleware(UntilReady, readiness=readiness)],
     )

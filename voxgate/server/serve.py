@@ -9,7 +9,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from voxgate.core.config import Settings
+from voxgate.server import log_redaction
 from voxgate.server.app import create_app, load_configured
+from voxgate.server.connections import ensure_file_limit, guarded_h11
 from voxgate.server.context import ServerContext
 
 logger = logging.getLogger(__name__)
@@ -32,16 +34,27 @@ class _DrainingServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-def urls(settings: Settings) -> list[tuple[str, str]]:
-    """Where each protocol is served. The page links carry the admin token in the fragment, which
-    browsers never send to the server (so it stays out of access logs)."""
+def page_links(settings: Settings, *, with_token: bool) -> list[tuple[str, str]]:
+    """The talk and admin pages. With the token, in the fragment, which browsers never send to
+    the server; without, for logs that outlive the terminal (``voxgate admin-link`` prints them
+    with it)."""
+    server = settings.server
+    base = server.public_url or f"http://{server.host}:{server.port}"
+    token = server.admin_token.get_secret_value() if server.admin_token else ""
+    fragment = f"#token={token}" if with_token else ""
+    return [
+        ("talk in the browser", f"{base}/{fragment}"),
+        ("admin page", f"{base}/admin{fragment}"),
+    ]
+
+
+def urls(settings: Settings, *, with_token: bool = True) -> list[tuple[str, str]]:
+    """Where each protocol is served, the pages first."""
     server = settings.server
     base = server.public_url or f"http://{server.host}:{server.port}"
     ws = base.replace("http://", "ws://").replace("https://", "wss://")
-    token = server.admin_token.get_secret_value() if server.admin_token else ""
     return [
-        ("talk in the browser", f"{base}/#token={token}"),
-        ("admin page", f"{base}/admin#token={token}"),
+        *page_links(settings, with_token=with_token),
         ("relay (browser, new devices)", f"{ws}/v1/relay"),
         *[("ElatoAI firmware", f"{ws}{path}") for path in server.elato_paths],
         ("ElatoAI token", f"{base}/api/generate_auth_token?macAddress=AA:BB:CC:DD:EE:FF"),
@@ -52,17 +65,39 @@ def urls(settings: Settings) -> list[tuple[str, str]]:
     ]
 
 
-def serve(settings: Settings) -> None:
-    # Listening before the models are ready: the links printed work at once and say "loading".
-    app = create_app(settings, engines=load_configured(settings))
+def announcement(settings: Settings, *, with_token: bool) -> list[str]:
+    """What ``voxgate serve`` prints: where each protocol is served. The page links carry the
+    admin token only ``with_token`` (the first start, or asked for): a supervisor's journal keeps
+    what a server prints at every restart."""
+    lines = [f"  {label:34} {url}" for label, url in urls(settings, with_token=with_token)]
+    if not with_token:
+        lines.append("  (the page links with the admin token: `voxgate admin-link`)")
+    return lines
+
+
+def uvicorn_config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    server = settings.server
     config = uvicorn.Config(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
+        host=server.host,
+        port=server.port,
         log_level=settings.log_level.lower(),
         # The firmware of ElatoAI does not use compression; per-message deflate only costs CPU.
         ws_per_message_deflate=False,
-        ws_max_size=settings.server.max_message_bytes,
+        ws_max_size=server.max_message_bytes,
         lifespan="on",
+        http=guarded_h11(server.header_timeout_s, server.max_connections),
+        timeout_keep_alive=server.keep_alive_timeout_s,
+        # Requests beyond this many at once are answered 503 rather than queued.
+        limit_concurrency=server.max_connections,
     )
+    log_redaction.install()  # uvicorn configured its loggers just now
+    return config
+
+
+def serve(settings: Settings) -> None:
+    ensure_file_limit(settings.server.max_connections)
+    # Listening before the models are ready: the links printed work at once and say "loading".
+    app = create_app(settings, engines=load_configured(settings))
+    config = uvicorn_config(settings, app)
     _DrainingServer(config, app, settings.server.shutdown_grace_s).run()

@@ -13,6 +13,7 @@ from voxgate.core.errors import NotFoundError, StoreError
 from voxgate.store.database import Database
 from voxgate.store.records import Character
 from voxgate.store.schema import CharacterRow
+from voxgate.store.text import check_name, check_storable
 
 _SPOKEN = (
     " Your words are spoken aloud: no lists, markdown, emojis or stage directions, and never more "
@@ -110,6 +111,10 @@ class Characters:
             )
         if not character.name.strip() or not character.system_prompt.strip():
             raise StoreError("a character needs a name and a system prompt")
+        check_name(character.name, "a character's name")
+        for field, value in asdict(character).items():
+            if isinstance(value, str):
+                check_storable(value, f"the character's {field}")
         async with self._db.sessions.begin() as session:
             row = await session.scalar(
                 select(CharacterRow).where(CharacterRow.slug == character.slug)

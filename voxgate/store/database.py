@@ -4,7 +4,9 @@ its migrations."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +58,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def keep_private(url: str) -> None:
+    """An SQLite file (and its WAL and shared-memory files, which SQLite creates with the
+    database's own mode) readable by its owner only, like the secret files: it holds
+    conversations and token hashes."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    database = Path(path)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                logger.info("making %s readable by its owner only", file)
+                file.chmod(0o600)
+
+
 class Database:
     """One engine per process; every store module works through :attr:`sessions`."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            keep_private(url)
         options: dict[str, Any] = {}
         if not self.is_sqlite:
             options = {

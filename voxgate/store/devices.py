@@ -21,6 +21,7 @@ from voxgate.core.errors import ConfigError, NotFoundError, StoreError
 from voxgate.store.database import Database
 from voxgate.store.records import Device, DeviceSettings
 from voxgate.store.schema import CharacterRow, DeviceRow, UserRow
+from voxgate.store.text import check_name
 
 _MAC = re.compile(r"^([0-9A-F]{2}:){5}[0-9A-F]{2}$")
 _UNSET: Any = object()
@@ -203,10 +204,10 @@ def _name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 100:
         raise StoreError("a device name is 1-100 characters")
-    if "/" in name or any(ord(c) < 32 for c in name):
+    if "/" in name:
         # It is a path segment of the admin API (/api/admin/devices/NAME).
-        raise StoreError(f"a device name has no '/' or control characters: {name!r}")
-    return name
+        raise StoreError(f"a device name has no '/': {name!r}")
+    return check_name(name, "a device name")
 
 
 async def _user_id(session: Any, user: str) -> int:

@@ -11,6 +11,7 @@ from voxgate.core.errors import NotFoundError, StoreError
 from voxgate.store.database import Database
 from voxgate.store.records import User
 from voxgate.store.schema import UserRow
+from voxgate.store.text import check_name
 
 
 def _record(row: UserRow) -> User:
@@ -25,6 +26,7 @@ class Users:
         name = name.strip()
         if not name or len(name) > 100:
             raise StoreError("a user name is 1-100 characters")
+        check_name(name, "a user name")
         row = UserRow(name=name, created_at=time.time())
         try:
             async with self._db.sessions.begin() as session:

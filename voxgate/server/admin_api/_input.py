@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from voxgate.store.text import unstorable
+
 MAX_BODY_BYTES = 256 * 1024
 
 
@@ -51,6 +53,9 @@ def text(data: dict[str, Any], key: str, max_chars: int, *, required: bool = Fal
         raise bad_request(f"{key}: expected a{' non-empty' if required else ''} string or null")
     if len(value) > max_chars:
         raise bad_request(f"{key}: at most {max_chars} characters")
+    problem = unstorable(value)
+    if problem is not None:
+        raise bad_request(f"{key}: {problem}")
     return value
 
 
@@ -58,10 +63,11 @@ def number(data: dict[str, Any], key: str, low: float, high: float) -> float | N
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"{key}: expected a number or null")
-    if not low <= value <= high:
-        raise bad_request(f"{key}: expected {low}-{high}, not {value}")
+    # Range first: an integer of 400 digits has no float (math.isfinite would overflow).
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        raise bad_request(f"{key}: expected {low}-{high}, not {_short(value)}")
     return float(value)
 
 
@@ -70,8 +76,14 @@ def integer(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise bad_request(f"{key}: expected an integer or null")
     if value is not None and not low <= value <= high:
-        raise bad_request(f"{key}: expected {low}-{high}, not {value}")
+        raise bad_request(f"{key}: expected {low}-{high}, not {_short(value)}")
     return value
+
+
+def _short(value: float) -> str:
+    """A number for an error message: a 400-digit one is not echoed whole."""
+    shown = str(value)
+    return shown if len(shown) <= 20 else f"{shown[:8]}...({len(shown)} digits)"
 
 
 def limit_of(request: Request, default: int, cap: int) -> int:
