@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from voxgate.commands.common import ConfigOption, fail, run, say, settings_from
 from voxgate.store.database import Database, database_url
+from voxgate.store.retention import Pruned, prune
 
 T = TypeVar("T")
 
@@ -91,3 +92,19 @@ def db_current(config: ConfigOption = None) -> None:
         say("[green]up to date[/]")
     else:
         say("[yellow]behind[/]: run `voxgate db upgrade`")
+
+
+@db_app.command("prune")
+def db_prune(config: ConfigOption = None) -> None:
+    """Delete what is past its retention period now (the server also does it every hour):
+    errors after ``database.errors_retention_days``, conversations and usage after theirs."""
+    settings = settings_from(config)
+
+    async def pruned(database: Database) -> Pruned:
+        return await prune(database, settings.database)
+
+    result = _on_database(config, pruned)
+    say(
+        f"deleted {result.errors} errors, {result.conversations} conversations "
+        f"and {result.usage} usage records"
+    )

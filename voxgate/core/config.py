@@ -197,6 +197,17 @@ class DatabaseSettings(BaseModel):
     the reply's audio never waits."""
     write_queue_size: int = Field(100_000, ge=100)
     """Records held while the database is away; beyond that they are dropped (and counted)."""
+    error_repeat_window_s: float = Field(600.0, ge=0)
+    """The same error from the same device within this long of its last time adds to that row's
+    count instead of a row of its own."""
+    errors_retention_days: float | None = Field(30.0, gt=0)
+    """Errors are deleted this long after they last happened (None: kept for ever)."""
+    conversations_retention_days: float | None = Field(None, gt=0)
+    """Conversations (and their messages) are deleted this long after they ended (None: kept)."""
+    usage_retention_days: float | None = Field(None, gt=0)
+    """Usage records (the cost reports) are deleted this long after (None: kept)."""
+    prune_interval_s: float = Field(3600.0, gt=0)
+    """The server deletes what is past its retention at start and then this often."""
 
 
 class Settings(BaseSettings):

@@ -32,6 +32,7 @@ from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.transports import assistant_proxy, elato, relay
 from voxgate.store import Store
 from voxgate.store.devices import same_secret
+from voxgate.store.retention import prune_periodically
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +131,17 @@ def create_app(
                 await loaded.aclose()
             raise
         opened.writer.start()
+        app.state.pruner = asyncio.create_task(
+            prune_periodically(opened.database, settings.database)
+        )
         ctx = ServerContext(settings, loaded, opened)
         app.state.ctx = ctx
         readiness.ready = True
         return ctx
 
-    async def finish(ctx: ServerContext) -> None:
+    async def finish(ctx: ServerContext, pruner: asyncio.Task[None]) -> None:
+        pruner.cancel()
+        await asyncio.gather(pruner, return_exceptions=True)
         await ctx.drain(settings.server.shutdown_grace_s)
         for session in list(ctx.sessions):
             await ctx.close_session(session)
@@ -158,7 +164,7 @@ def create_app(
             try:
                 yield
             finally:
-                await finish(ctx)
+                await finish(ctx, app.state.pruner)
             return
         loading = asyncio.create_task(prepare(app))
         loading.add_done_callback(failed)
@@ -169,7 +175,7 @@ def create_app(
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             if readiness.ready:
-                await finish(app.state.ctx)
+                await finish(app.state.ctx, app.state.pruner)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

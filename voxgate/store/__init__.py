@@ -41,7 +41,11 @@ class Store:
             characters=Characters(database),
             conversations=Conversations(database),
             reports=Reports(database),
-            writer=TurnWriter(database, max_queued=config.write_queue_size),
+            writer=TurnWriter(
+                database,
+                max_queued=config.write_queue_size,
+                error_window_s=config.error_repeat_window_s,
+            ),
         )
         await store.characters.install_built_in()
         return store

@@ -28,6 +28,10 @@ class ErrorEntry:
     code: str
     message: str
     created_at: float
+    """When it first happened."""
+    count: int = 1
+    """How many times, until ``last_at``."""
+    last_at: float | None = None
 
 
 def day_of(timestamp: float) -> str:
@@ -136,7 +140,9 @@ class Reports:
             rows = await session.execute(
                 select(ErrorRow, DeviceRow.name)
                 .outerjoin(DeviceRow, ErrorRow.device_id == DeviceRow.id)
-                .order_by(ErrorRow.created_at.desc(), ErrorRow.id.desc())
+                .order_by(
+                    func.coalesce(ErrorRow.last_at, ErrorRow.created_at).desc(), ErrorRow.id.desc()
+                )
                 .limit(limit)
             )
             return [
@@ -147,6 +153,8 @@ class Reports:
                     code=row.code,
                     message=row.message,
                     created_at=row.created_at,
+                    count=row.count,
+                    last_at=row.last_at if row.last_at is not None else row.created_at,
                 )
                 for row, device in rows
             ]

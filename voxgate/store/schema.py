@@ -156,3 +156,8 @@ class ErrorRow(Base):
     code: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, index=True)
+    """When it first happened."""
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Times it happened, from ``created_at`` to ``last_at``: repeats within
+    ``database.error_repeat_window_s`` of the last one add to this row."""
+    last_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)

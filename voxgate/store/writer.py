@@ -22,14 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from voxgate.core.usage import EngineUsage
 from voxgate.store.database import Database
-from voxgate.store.schema import ConversationRow, ErrorRow, MessageRow, UsageRow
+from voxgate.store.error_log import write_errors
+from voxgate.store.schema import ConversationRow, MessageRow, UsageRow
 
 logger = logging.getLogger(__name__)
 
 _CONVERSATIONS: Table = ConversationRow.__table__  # type: ignore[assignment]
 _MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
-_ERRORS: Table = ErrorRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +116,10 @@ class TurnWriter:
         max_queued: int = 100_000,
         max_batch: int = 500,
         retry_backoff_s: tuple[float, float] = (0.2, 5.0),
+        error_window_s: float = 600.0,
     ) -> None:
         self._db = database
+        self._error_window_s = error_window_s
         self._queue: deque[Record] = deque()
         self._max_queued = max_queued
         self._max_batch = max_batch
@@ -272,7 +274,7 @@ class TurnWriter:
         # Core statements on a plain connection: the ORM's bulk machinery would cost the event
         # loop (and so every session's audio) several times the CPU.
         async with self._db.engine.begin() as connection:
-            await _write(connection, batch)
+            await _write(connection, batch, self._error_window_s)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -282,12 +284,14 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, IntegrityError | DataError | TypeError | ValueError | KeyError)
 
 
-async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
+async def _write(
+    connection: AsyncConnection, batch: Sequence[Record], error_window_s: float
+) -> None:
     opened: list[dict[str, Any]] = []
     reopened: list[str] = []
     messages: list[dict[str, Any]] = []
     usage: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    errors: list[ErrorRecord] = []
     for record in batch:
         match record:
             case ConversationOpened(resumed=False):
@@ -308,24 +312,18 @@ async def _write(connection: AsyncConnection, batch: Sequence[Record]) -> None:
             case UsageRecord():
                 usage.extend(_usage_rows(record))
             case ErrorRecord():
-                errors.append(
-                    {
-                        "device_id": record.device_id,
-                        "conversation_id": record.conversation_id,
-                        "code": record.code,
-                        "message": record.message[:2000],
-                        "created_at": record.at,
-                    }
-                )
+                errors.append(record)
     if opened:
         await connection.execute(insert(_CONVERSATIONS), opened)
     if reopened:
         await connection.execute(
             update(_CONVERSATIONS).where(_CONVERSATIONS.c.id.in_(reopened)).values(ended_at=None)
         )
-    for rows, table in ((messages, _MESSAGES), (usage, _USAGE), (errors, _ERRORS)):
+    for rows, table in ((messages, _MESSAGES), (usage, _USAGE)):
         if rows:
             await connection.execute(insert(table), rows)
+    if errors:
+        await write_errors(connection, errors, error_window_s)
     # Updates last: they may refer to rows inserted above.
     for record in batch:
         match record:
