@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     SEQ_GAP = "seq_gap"
     SHUTTING_DOWN = "shutting_down"
     LOADING_MODELS = "loading_models"
+    UNAVAILABLE = "unavailable"
+    """The server cannot check the credentials now (its database is busy or away): try again."""
     INTERNAL = "internal"
 
 
@@ -46,6 +48,13 @@ class StoreError(VoxgateError):
 
 class NotFoundError(StoreError):
     """A device, user, character or conversation that does not exist."""
+
+
+class UnavailableError(VoxgateError):
+    """The database cannot answer now (locked, read-only, away): the same request may work in
+    a moment. Devices are told to try again (1013 / 503), not that their token is bad."""
+
+    code = ErrorCode.UNAVAILABLE
 
 
 class ModelError(VoxgateError):

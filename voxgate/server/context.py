@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from voxgate.core import registry
 from voxgate.core.config import CharacterSettings, Settings, TurnSettings
-from voxgate.core.errors import NotFoundError
+from voxgate.core.errors import NotFoundError, UnavailableError
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.history import Conversation
 from voxgate.pipeline.voice_session import VoiceSession
@@ -19,6 +19,7 @@ from voxgate.store import Store
 from voxgate.store.conversations import Resumed
 from voxgate.store.devices import same_secret, token_hash
 from voxgate.store.records import Device
+from voxgate.store.writer import DeviceSeen
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ BROWSER_DEVICE = "browser"
 """The device the web page is when it talks with the admin token."""
 SHARED_TOKEN_DEVICE = "shared-token"
 """The device a connection is when it used the shared token rather than a device's own."""
+AUTH_TIMEOUT_S = 3.0
+"""Checking a token waits no longer for the database; then the device is told to try again."""
 HISTORY_TIMEOUT_S = 2.0
 """A session does not wait longer than this for its history; it starts fresh instead."""
 
@@ -60,7 +63,8 @@ class ServerContext:
     # -- who is connecting ------------------------------------------------------------------
 
     async def authenticate(self, token: str | None) -> Device | None:
-        """A device token, the admin token (the web page) or the shared token if configured."""
+        """A device token, the admin token (the web page) or the shared token if configured.
+        Raises UnavailableError when the database cannot say, for a token not seen before."""
         if not token:
             return None
         server = self.settings.server
@@ -74,15 +78,23 @@ class ServerContext:
             return await self._pseudo_device(SHARED_TOKEN_DEVICE)
         digest = token_hash(token)
         try:
-            device = await self.store.devices.authenticate(token)
+            async with asyncio.timeout(AUTH_TIMEOUT_S):
+                device = await self.store.devices.authenticate(token, note_seen=False)
         except Exception as exc:
             known = self._known_tokens.get(digest)
             logger.warning("cannot check a token in the database (%s); known: %s", exc, bool(known))
+            if known is None:
+                # Not "invalid token": the device would give up, or be reported as revoked.
+                raise UnavailableError(
+                    "cannot check the token now (the database is busy or away); try again"
+                ) from exc
             return known
         if device is None:
             self._known_tokens.pop(digest, None)
         else:
             self._known_tokens[digest] = device
+            # Queued, not awaited: a locked database must not hold up (or fail) the login.
+            self.store.writer.submit(DeviceSeen(device.id))
         return device
 
     async def _pseudo_device(self, name: str) -> Device:

@@ -126,8 +126,10 @@ class Devices:
         except NotFoundError:
             return None
 
-    async def authenticate(self, token: str) -> Device | None:
-        """The active device this token belongs to (and note that it was seen), or None."""
+    async def authenticate(self, token: str, *, note_seen: bool = True) -> Device | None:
+        """The active device this token belongs to, or None. ``note_seen`` also writes its
+        ``last_seen_at`` now; the server instead queues that write (``DeviceSeen``), so a busy
+        database never holds up a login."""
         if not token:
             return None
         try:
@@ -136,7 +138,8 @@ class Devices:
             return None
         if not device.active:
             return None
-        await self.seen(device.id)
+        if note_seen:
+            await self.seen(device.id)
         return device
 
     async def seen(self, device_id: int) -> None:

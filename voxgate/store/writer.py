@@ -23,13 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from voxgate.core.usage import EngineUsage
 from voxgate.store.database import Database
 from voxgate.store.error_log import write_errors
-from voxgate.store.schema import ConversationRow, MessageRow, UsageRow
+from voxgate.store.schema import ConversationRow, DeviceRow, MessageRow, UsageRow
 
 logger = logging.getLogger(__name__)
 
 _CONVERSATIONS: Table = ConversationRow.__table__  # type: ignore[assignment]
 _MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
+_DEVICES: Table = DeviceRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +101,25 @@ class ErrorRecord:
     at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceSeen:
+    """A device authenticated: its ``last_seen_at``, written with the next batch."""
+
+    device_id: int
+    at: float = field(default_factory=time.time)
+
+
 DROPPED = -1
 """The ticket of a record the full queue could not take."""
 
 Record = (
-    ConversationOpened | ConversationClosed | TurnRecord | UsageRecord | HeardUpdate | ErrorRecord
+    ConversationOpened
+    | ConversationClosed
+    | TurnRecord
+    | UsageRecord
+    | HeardUpdate
+    | ErrorRecord
+    | DeviceSeen
 )
 
 
@@ -292,6 +307,7 @@ async def _write(
     messages: list[dict[str, Any]] = []
     usage: list[dict[str, Any]] = []
     errors: list[ErrorRecord] = []
+    seen: dict[int, float] = {}
     for record in batch:
         match record:
             case ConversationOpened(resumed=False):
@@ -313,6 +329,8 @@ async def _write(
                 usage.extend(_usage_rows(record))
             case ErrorRecord():
                 errors.append(record)
+            case DeviceSeen():
+                seen[record.device_id] = max(record.at, seen.get(record.device_id, 0.0))
     if opened:
         await connection.execute(insert(_CONVERSATIONS), opened)
     if reopened:
@@ -324,6 +342,10 @@ async def _write(
             await connection.execute(insert(table), rows)
     if errors:
         await write_errors(connection, errors, error_window_s)
+    for device_id, at in seen.items():
+        await connection.execute(
+            update(_DEVICES).where(_DEVICES.c.id == device_id).values(last_seen_at=at)
+        )
     # Updates last: they may refer to rows inserted above.
     for record in batch:
         match record:

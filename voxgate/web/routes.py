@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from voxgate.core.config import Settings
+from voxgate.core.errors import UnavailableError
 from voxgate.server.auth import bearer_token
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -53,7 +54,14 @@ async def admin_page(request: Request) -> Response:
 async def characters(request: Request) -> Response:
     """The stored characters, for any device token or the admin token (the picker)."""
     ctx = request.app.state.ctx
-    device = await ctx.authenticate(bearer_token(request.headers))
+    try:
+        device = await ctx.authenticate(bearer_token(request.headers))
+    except UnavailableError as exc:
+        return JSONResponse(
+            {"error": {"code": "unavailable", "message": str(exc)}},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
     if device is None:
         return JSONResponse(
             {"error": {"code": "unauthorized", "message": "a device or admin token is required"}},

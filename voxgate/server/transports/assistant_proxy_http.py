@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from voxgate.core.errors import ErrorCode, ProtocolError
+from voxgate.core.errors import ErrorCode, ProtocolError, UnavailableError
 from voxgate.core.events import ErrorEvent, Event, TurnDone
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.assistant_proxy import (
@@ -181,7 +181,10 @@ class HttpSessions:
 
 async def post_audio(request: Request) -> Response:
     ctx = app_context(request.app)
-    device = await ctx.authenticate(request.headers.get(TOKEN_HEADER))
+    try:
+        device = await ctx.authenticate(request.headers.get(TOKEN_HEADER))
+    except UnavailableError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
     if device is None:
         return JSONResponse({"detail": "invalid token"}, status_code=401)
     body = await _read_body(request, ctx.settings.server.max_message_bytes)

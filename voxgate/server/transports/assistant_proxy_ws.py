@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voxgate.core.errors import ProtocolError
+from voxgate.core.errors import ProtocolError, UnavailableError
 from voxgate.core.events import Event
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.assistant_proxy import (
@@ -68,7 +68,11 @@ async def proxy_websocket(websocket: WebSocket) -> None:
     ctx = app_context(websocket.app)
     token = websocket.headers.get(TOKEN_HEADER) or websocket.query_params.get("token")
     await websocket.accept()  # so that the device sees why it is refused
-    device = await ctx.authenticate(token)
+    try:
+        device = await ctx.authenticate(token)
+    except UnavailableError:
+        await _close(websocket, _Close(1013, "cannot check the token now; try again"))
+        return
     if device is None:
         await _close(websocket, _Close(1008, "invalid token"))
         return

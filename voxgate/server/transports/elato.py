@@ -26,11 +26,17 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxgate.core.config import Settings
-from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, StoreError
+from voxgate.core.errors import (
+    ConfigError,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+    UnavailableError,
+)
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import elato
 from voxgate.server.auth import bearer_token
-from voxgate.server.context import CharacterChoice, ServerContext
+from voxgate.server.context import AUTH_TIMEOUT_S, CharacterChoice, ServerContext
 from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
 from voxgate.store.devices import normalize_mac
 from voxgate.store.records import Device
@@ -121,7 +127,7 @@ async def _deny(websocket: WebSocket, status_code: int, message: str) -> None:
         await websocket.close(code=_POLICY, reason=message[:120])
 
 
-async def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str:
+async def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str | UnavailableError:
     """The device, or why not: a valid token, the MAC it names in ``X-Device-Mac``, and that
     device still registered and active."""
     secret = ctx.settings.server.jwt_secret
@@ -136,11 +142,14 @@ async def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str:
     except (ProtocolError, ConfigError) as exc:
         return str(exc)
     try:
-        device: Device | None = await ctx.store.devices.get(claims.device_id)
+        async with asyncio.timeout(AUTH_TIMEOUT_S):
+            device: Device | None = await ctx.store.devices.get(claims.device_id)
     except NotFoundError:
         device = None
-    except (SQLAlchemyError, OSError) as exc:
-        return f"the device database is unavailable ({type(exc).__name__}); try again shortly"
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        return UnavailableError(
+            f"the device database is unavailable ({type(exc).__name__}); try again shortly"
+        )
     if device is None or not device.active or device.mac != mac:
         return f"device {mac} is not registered, or has been revoked"
     return device
@@ -152,6 +161,9 @@ async def elato_socket(websocket: WebSocket) -> None:
         await _deny(websocket, 503, "the server is shutting down")
         return
     device = await _authorize(ctx, websocket)
+    if isinstance(device, UnavailableError):
+        await _deny(websocket, 503, str(device))
+        return
     if isinstance(device, str):
         await _deny(websocket, 401, device)
         return

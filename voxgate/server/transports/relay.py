@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from voxgate.core.config import Settings, TurnSettings
-from voxgate.core.errors import ErrorCode, NotFoundError, ProtocolError
+from voxgate.core.errors import ErrorCode, NotFoundError, ProtocolError, UnavailableError
 from voxgate.pipeline.history import Exchange
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import relay as codec
@@ -154,13 +154,20 @@ def _shutting_down(ctx: ServerContext) -> None:
         )
 
 
+async def _authenticate(ctx: ServerContext, token: str | None) -> Device | None:
+    try:
+        return await ctx.authenticate(token)
+    except UnavailableError as exc:
+        raise _Refusal(ErrorCode.UNAVAILABLE, str(exc), codec.CLOSE_TRY_AGAIN_LATER) from None
+
+
 async def _handshake(
     ctx: ServerContext, websocket: WebSocket, link: _Link, decoder: RelayDecoder
 ) -> tuple[Device, SessionStart]:
     """Authenticate (header or query now, else ``session.start``) and read ``session.start``."""
     _shutting_down(ctx)
     token = _request_token(websocket)
-    device = await ctx.authenticate(token) if token else None
+    device = await _authenticate(ctx, token) if token else None
     if token and device is None:
         raise _Refusal(ErrorCode.UNAUTHORIZED, "invalid token", codec.CLOSE_UNAUTHORIZED)
     try:
@@ -171,7 +178,7 @@ async def _handshake(
             ErrorCode.BAD_REQUEST, "no session.start in time", codec.CLOSE_TIMEOUT
         ) from None
     if device is None:
-        device = await ctx.authenticate(start.token)
+        device = await _authenticate(ctx, start.token)
         if device is None:
             message = "invalid token" if start.token else "a device token is required"
             raise _Refusal(ErrorCode.UNAUTHORIZED, message, codec.CLOSE_UNAUTHORIZED)
