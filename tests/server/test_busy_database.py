@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,13 +56,17 @@ async def test_a_locked_database_does_not_lock_out_a_device_it_has_not_seen(tmp_
     _, token = await store.devices.add("kitchen")
     engines = Fakes().engines()
     async with running_server(settings, engines, store) as address:
-        with subprocess.Popen(
-            [sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "voxgate.db")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as holder:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _HOLD_LOCK,
+            str(tmp_path / "voxgate.db"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert (await holder.stdout.readline()).strip() == b"locked"
             loop = asyncio.get_running_loop()
             started = loop.time()
             event, code = await _relay_start(f"ws://{address}/v1/relay", token)
@@ -73,10 +76,10 @@ async def test_a_locked_database_does_not_lock_out_a_device_it_has_not_seen(tmp_
             ) as ws:
                 await ws.send(b"\x00\x00" * 160)
                 proxy_open = ws.close_code is None
-            assert holder.stdin is not None
-            holder.stdin.write("\n")
-            holder.stdin.flush()
-            holder.wait(10)
+        finally:
+            holder.stdin.write(b"\n")
+            await holder.stdin.drain()
+            await holder.wait()
         assert await store.writer.flush(15)
         seen = (await store.devices.by_name("kitchen")).last_seen_at
     engines.close()
