@@ -8,7 +8,15 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from voxgate.commands.common import ConfigOption, console, fail, say, when, with_store
+from voxgate.commands.common import (
+    ConfigOption,
+    console,
+    fail,
+    say,
+    settings_from,
+    when,
+    with_store,
+)
 from voxgate.core.errors import NotFoundError, StoreError
 from voxgate.store import Store
 from voxgate.store.records import Device, User
@@ -64,13 +72,39 @@ def devices_add(
 ) -> None:
     """Register a device and print its token (shown only this once)."""
 
+    window_s = settings_from(config).server.elato_pairing_window_s
+
     async def add(store: Store) -> tuple[Device, str]:
         await refuse_taken(store, name, mac)
-        return await store.devices.add(name, mac, user=user)
+        return await store.devices.add(name, mac, user=user, pairing_window_s=window_s)
 
     device, token = with_store(config, add)
+    if mac:
+        say(
+            f"ElatoAI pairing is open for {window_s / 60:.0f} min: power up (or reset) the "
+            "device now; it fetches its token once and keeps it"
+        )
     say(f"device {escape(device.name)} (id {device.id}) added. Its token, shown only now:")
     console.print(token, soft_wrap=True, markup=False, highlight=False)
+
+
+@devices_app.command("pair")
+def devices_pair(
+    name: Annotated[str, typer.Argument(help="The ElatoAI device to pair again.")],
+    config: ConfigOption = None,
+) -> None:
+    """Let an ElatoAI device fetch a new token (after a factory reset, or to replace a token
+    that leaked): opens its pairing window; its earlier tokens stop working."""
+    window_s = settings_from(config).server.elato_pairing_window_s
+
+    async def pair(store: Store) -> Device:
+        return await store.devices.pair(name, window_s)
+
+    device = with_store(config, pair)
+    say(
+        f"device {escape(device.name)} may fetch its token for {window_s / 60:.0f} min; "
+        "its earlier tokens no longer work"
+    )
 
 
 @devices_app.command("list")

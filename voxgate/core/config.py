@@ -153,6 +153,14 @@ class ServerSettings(BaseModel):
     """HS256 key for ElatoAI device tokens; without it Elato devices cannot connect."""
     auto_register_devices: bool = False
     """Issue Elato tokens to unknown MAC addresses too (development only)."""
+    elato_pairing_window_s: float = Field(600.0, gt=0)
+    """An ElatoAI device added (or paired again) may fetch its token for this long, and only
+    until it first connects with it."""
+    elato_token_ttl_s: float | None = Field(None, gt=0)
+    """ElatoAI tokens expire after this long (None: never; the unmodified firmware cannot fetch
+    a new one, so leave it unset for it). Clients renew by sending their token to the endpoint."""
+    token_requests_per_minute: int = Field(10, ge=1)
+    """``/api/generate_auth_token`` requests per client address."""
     admin_token: SecretStr | None = None
     """For the web pages and the admin API; generated into the data directory when not given."""
     shared_token: SecretStr | None = None

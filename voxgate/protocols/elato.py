@@ -273,15 +273,26 @@ class TokenClaims:
     device_id: int
     mac: str
     """Upper case, colon separated, as the firmware sends it in ``X-Device-Mac``."""
+    generation: int = 0
+    """The device's token generation when issued (``gen``; 0 for tokens from before it)."""
 
 
-def issue_token(secret: str, device_id: int, mac: str, *, issued_at: datetime | None = None) -> str:
+def issue_token(
+    secret: str,
+    device_id: int,
+    mac: str,
+    *,
+    issued_at: datetime | None = None,
+    generation: int = 0,
+    ttl_s: float | None = None,
+) -> str:
     """A device token in ElatoAI's shape: ``aud``/``role`` "authenticated", ``sub`` (here the
-    device id), ``user_metadata``, and no ``exp`` (the device keeps it for good; revoking the
-    device is how it stops working)."""
+    device id), ``user_metadata``, ``gen`` (pairing the device again voids earlier tokens) and,
+    by default, no ``exp``: the unmodified firmware fetches its token once and keeps it, so an
+    expiring token would lock it out. With ``ttl_s``, ``exp`` is set."""
     issued = issued_at or datetime.now(UTC)
     subject = str(device_id)
-    claims = {
+    claims: dict[str, Any] = {
         "aud": TOKEN_AUDIENCE,
         "role": TOKEN_ROLE,
         "sub": subject,
@@ -291,20 +302,24 @@ def issue_token(secret: str, device_id: int, mac: str, *, issued_at: datetime | 
             "mac_address": mac,
             "created_time": issued.isoformat(),
         },
+        "gen": generation,
     }
+    if ttl_s is not None:
+        claims["exp"] = int(issued.timestamp() + ttl_s)
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
-def verify_token(secret: str, token: str, *, mac: str) -> TokenClaims:
+def verify_token(secret: str, token: str, *, mac: str, allow_expired: bool = False) -> TokenClaims:
     """The claims of a token signed with ``secret`` for the device with MAC address ``mac`` (the
-    ``X-Device-Mac`` header); anything else raises ProtocolError."""
+    ``X-Device-Mac`` header); anything else raises ProtocolError. ``allow_expired`` accepts a
+    token past its ``exp`` (to renew it)."""
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[_ALGORITHM],
             audience=TOKEN_AUDIENCE,
-            options={"require": ["aud", "sub"]},
+            options={"require": ["aud", "sub"], "verify_exp": not allow_expired},
         )
     except jwt.PyJWTError as exc:
         raise ProtocolError(f"invalid token: {exc}", code=ErrorCode.UNAUTHORIZED) from exc
@@ -317,7 +332,10 @@ def verify_token(secret: str, token: str, *, mac: str) -> TokenClaims:
         raise ProtocolError(
             f"the token was issued to {token_mac}, not to {mac}", code=ErrorCode.UNAUTHORIZED
         )
-    return TokenClaims(device_id=int(str(subject)), mac=token_mac)
+    generation = claims.get("gen", 0)
+    if isinstance(generation, bool) or not isinstance(generation, int):
+        raise ProtocolError("the token's generation is not a number", code=ErrorCode.UNAUTHORIZED)
+    return TokenClaims(device_id=int(str(subject)), mac=token_mac, generation=generation)
 
 
 def _is_id(value: object) -> bool:

@@ -23,6 +23,8 @@ from voxgate.store.records import Device, DeviceSettings
 from voxgate.store.schema import CharacterRow, DeviceRow, UserRow
 from voxgate.store.text import check_name
 
+PAIRING_WINDOW_S = 600.0
+"""How long an ElatoAI device may fetch its token after it is added or paired again."""
 _MAC = re.compile(r"^([0-9A-F]{2}:){5}[0-9A-F]{2}$")
 _UNSET: Any = object()
 
@@ -66,6 +68,8 @@ def _record(row: DeviceRow, user: str | None, character: str | None) -> Device:
         user_id=row.user_id,
         settings=DeviceSettings(character, row.volume, row.pitch, row.language),
         last_seen_at=row.last_seen_at,
+        pair_until=row.pair_until,
+        token_generation=row.token_generation,
     )
 
 
@@ -74,9 +78,15 @@ class Devices:
         self._db = database
 
     async def add(
-        self, name: str, mac: str | None = None, *, user: str | None = None
+        self,
+        name: str,
+        mac: str | None = None,
+        *,
+        user: str | None = None,
+        pairing_window_s: float = PAIRING_WINDOW_S,
     ) -> tuple[Device, str]:
-        """Register a device; returns it and its token (shown this once)."""
+        """Register a device; returns it and its token (shown this once). With a MAC, its
+        ElatoAI pairing window opens for ``pairing_window_s``."""
         name = _name(name)
         token = secrets.token_urlsafe(32)
         mac = normalize_mac(mac) if mac else None
@@ -88,6 +98,7 @@ class Devices:
                 token_sha256=token_hash(token),
                 user_id=user_id,
                 created_at=time.time(),
+                pair_until=time.time() + pairing_window_s if mac else None,
             )
             session.add(row)
             try:
@@ -147,6 +158,22 @@ class Devices:
             await session.execute(
                 update(DeviceRow).where(DeviceRow.id == device_id).values(last_seen_at=time.time())
             )
+
+    async def pair(self, name: str, window_s: float = PAIRING_WINDOW_S) -> Device:
+        """Open the device's ElatoAI pairing window again (a factory reset, a new device on the
+        same MAC); tokens issued before stop working."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(DeviceRow)
+                .where(DeviceRow.name == name, DeviceRow.revoked_at.is_(None))
+                .values(
+                    pair_until=time.time() + window_s,
+                    token_generation=DeviceRow.token_generation + 1,
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise NotFoundError(f"no active device named {name!r}")
+        return await self.by_name(name)
 
     async def revoke(self, name: str) -> bool:
         async with self._db.sessions.begin() as session:

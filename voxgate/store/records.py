@@ -35,10 +35,17 @@ class Device:
     user_id: int | None = None
     settings: DeviceSettings = field(default_factory=DeviceSettings)
     last_seen_at: float | None = None
+    pair_until: float | None = None
+    """ElatoAI pairing window: the token endpoint answers for this MAC until then."""
+    token_generation: int = 0
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def pairing(self, now: float) -> bool:
+        """Whether the token endpoint may issue this device a token now."""
+        return self.active and self.pair_until is not None and now < self.pair_until
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,11 @@ class DeviceRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pair_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """ElatoAI pairing: until then (and until the device first connects) the token endpoint
+    issues a token for this device's MAC; otherwise never."""
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """ElatoAI tokens carry it; pairing again bumps it, and earlier tokens stop working."""
 
 
 class ConversationRow(Base):

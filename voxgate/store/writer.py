@@ -107,6 +107,8 @@ class DeviceSeen:
 
     device_id: int
     at: float = field(default_factory=time.time)
+    paired: bool = False
+    """An ElatoAI device connected with its token: its pairing window closes."""
 
 
 DROPPED = -1
@@ -308,6 +310,7 @@ async def _write(
     usage: list[dict[str, Any]] = []
     errors: list[ErrorRecord] = []
     seen: dict[int, float] = {}
+    paired: set[int] = set()
     for record in batch:
         match record:
             case ConversationOpened(resumed=False):
@@ -331,6 +334,8 @@ async def _write(
                 errors.append(record)
             case DeviceSeen():
                 seen[record.device_id] = max(record.at, seen.get(record.device_id, 0.0))
+                if record.paired:
+                    paired.add(record.device_id)
     if opened:
         await connection.execute(insert(_CONVERSATIONS), opened)
     if reopened:
@@ -343,9 +348,10 @@ async def _write(
     if errors:
         await write_errors(connection, errors, error_window_s)
     for device_id, at in seen.items():
-        await connection.execute(
-            update(_DEVICES).where(_DEVICES.c.id == device_id).values(last_seen_at=at)
-        )
+        values: dict[str, Any] = {"last_seen_at": at}
+        if device_id in paired:
+            values["pair_until"] = None
+        await connection.execute(update(_DEVICES).where(_DEVICES.c.id == device_id).values(values))
     # Updates last: they may refer to rows inserted above.
     for record in batch:
         match record:

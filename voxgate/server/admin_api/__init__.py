@@ -39,6 +39,7 @@ def routes() -> list[BaseRoute]:
         ("/devices", h.add_device, "POST"),
         ("/devices/{name}", h.change_device, "PATCH"),
         ("/devices/{name}/revoke", h.revoke_device, "POST"),
+        ("/devices/{name}/pair", h.pair_device, "POST"),
         ("/users", h.list_users, "GET"),
         ("/users", h.add_user, "POST"),
         ("/characters", h.list_characters, "GET"),

@@ -62,6 +62,7 @@ def _device(device: Device, online: set[int]) -> dict[str, Any]:
         "last_seen_at": device.last_seen_at,
         "revoked_at": device.revoked_at,
         "revoked": not device.active,
+        "pairing_until": device.pair_until,
         "online": device.id in online,
     }
 
@@ -116,7 +117,8 @@ async def add_device(request: Request, ctx: AdminContext) -> Response:
     taken = await devices.by_mac(mac) if mac else None
     if taken is not None:
         raise ApiError(409, "conflict", f"device {taken.name!r} has MAC {taken.mac} already")
-    device, token = await devices.add(name, mac, user=user)
+    window_s = ctx.settings.server.elato_pairing_window_s
+    device, token = await devices.add(name, mac, user=user, pairing_window_s=window_s)
     return _ok({"device": _device(device, ctx.online_devices()), "token": token}, 201)
 
 
@@ -143,6 +145,13 @@ async def revoke_device(request: Request, ctx: AdminContext) -> Response:
     if not await devices.revoke(name):
         raise ApiError(409, "conflict", f"device {name!r} is revoked already")
     return _ok({"device": _device(await devices.by_name(name), ctx.online_devices())})
+
+
+async def pair_device(request: Request, ctx: AdminContext) -> Response:
+    """Opens the ElatoAI pairing window again (earlier tokens stop working)."""
+    window_s = ctx.settings.server.elato_pairing_window_s
+    device = await ctx.store.devices.pair(request.path_params["name"], window_s)
+    return _ok({"device": _device(device, ctx.online_devices())})
 
 
 async def _exists(lookup: Awaitable[object]) -> bool:

@@ -1,4 +1,5 @@
-"""ElatoAI devices: the WebSocket at ``settings.server.elato_paths`` and the token endpoint.
+"""ElatoAI devices: the WebSocket at ``settings.server.elato_paths`` (the token endpoint is
+:mod:`voxgate.server.elato_tokens`).
 
 A thin loop around :mod:`voxgate.protocols.elato`. The device cannot take part in turn-taking: it
 waits for RESPONSE.COMPLETE before it listens, has no VAD and no barge-in. So every session opens
@@ -20,9 +21,8 @@ import logging
 from typing import Any, Literal
 
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxgate.core.config import Settings
@@ -30,7 +30,6 @@ from voxgate.core.errors import (
     ConfigError,
     NotFoundError,
     ProtocolError,
-    StoreError,
     UnavailableError,
 )
 from voxgate.pipeline.voice_session import VoiceSession
@@ -40,6 +39,7 @@ from voxgate.server.context import AUTH_TIMEOUT_S, CharacterChoice, ServerContex
 from voxgate.server.runner import SessionEnded, SlowClientError, feed_audio, pump_events
 from voxgate.store.devices import normalize_mac
 from voxgate.store.records import Device
+from voxgate.store.writer import DeviceSeen
 
 logger = logging.getLogger(__name__)
 
@@ -54,64 +54,12 @@ _NORMAL, _GOING_AWAY, _POLICY, _TOO_BIG, _INTERNAL = 1000, 1001, 1008, 1009, 101
 
 def routes(settings: Settings) -> list[BaseRoute]:
     paths = settings.server.elato_paths
-    return [
-        Route("/api/generate_auth_token", generate_auth_token, methods=["GET"]),
-        *(WebSocketRoute(path, elato_socket) for path in paths),
-    ]
+    # The token endpoint is voxgate.server.elato_tokens.
+    return [WebSocketRoute(path, elato_socket) for path in paths]
 
 
 def _error(status_code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code)
-
-
-async def generate_auth_token(request: Request) -> Response:
-    """``GET /api/generate_auth_token?macAddress=<MAC>`` → ``{"token": ...}``, for registered
-    devices (and, with ``server.auto_register_devices``, for any MAC: it gets registered)."""
-    ctx: ServerContext = request.app.state.ctx
-    server = ctx.settings.server
-    if server.jwt_secret is None:
-        return _error(
-            503,
-            "ElatoAI device tokens are disabled: set server.jwt_secret "
-            "(VOXGATE_SERVER__JWT_SECRET) to a random string of 32 characters or more",
-        )
-    given = request.query_params.get("macAddress", "")
-    if not given:
-        return _error(400, "the macAddress query parameter is required")
-    try:
-        mac = normalize_mac(given)
-    except ConfigError as exc:
-        return _error(400, str(exc))
-    try:
-        device = await ctx.store.devices.by_mac(mac)
-        if device is None and server.auto_register_devices:
-            device = await _register(ctx, mac)
-    except (SQLAlchemyError, OSError) as exc:
-        logger.error("cannot look up device %s: %s", mac, exc)
-        return _error(503, "the device database is unavailable; try again shortly")
-    if device is None:
-        return _error(
-            404,
-            f"no device with MAC {mac} is registered; add it with "
-            f"`voxgate devices add NAME --mac {mac}`",
-        )
-    if not device.active:
-        return _error(403, f"device {device.name} ({mac}) has been revoked")
-    token = elato.issue_token(server.jwt_secret.get_secret_value(), device.id, mac)
-    return JSONResponse({"token": token})
-
-
-async def _register(ctx: ServerContext, mac: str) -> Device:
-    name = "elato-" + mac.replace(":", "").lower()
-    try:
-        device, _ = await ctx.store.devices.add(name, mac)
-    except StoreError:  # registered meanwhile by a concurrent request
-        existing = await ctx.store.devices.by_mac(mac)
-        if existing is None:
-            raise
-        return existing
-    logger.info("registered ElatoAI device %s (%s) on first contact", name, mac)
-    return device
 
 
 # -- the WebSocket --------------------------------------------------------------------------
@@ -152,6 +100,10 @@ async def _authorize(ctx: ServerContext, websocket: WebSocket) -> Device | str |
         )
     if device is None or not device.active or device.mac != mac:
         return f"device {mac} is not registered, or has been revoked"
+    if claims.generation != device.token_generation:
+        return f"the token of {mac} was replaced when the device was paired again"
+    # It has its token: pairing is over, nobody else can fetch one for this MAC now.
+    ctx.store.writer.submit(DeviceSeen(device.id, paired=device.pair_until is not None))
     return device
 
 
