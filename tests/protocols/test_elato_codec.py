@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import numpy as np
@@ -317,9 +317,27 @@ def test_token_has_elatos_claims_and_no_expiry() -> None:
             "mac_address": MAC,
             "created_time": "2025-01-02T03:04:05+00:00",
         },
+        "gen": 0,
     }
     assert elato.verify_token(SECRET, token, mac=MAC) == elato.TokenClaims(device_id=7, mac=MAC)
     assert elato.verify_token(SECRET, token, mac=MAC.lower()).device_id == 7
+
+
+def test_a_token_carries_its_generation_and_may_expire() -> None:
+    issued = datetime.now(UTC)
+    token = elato.issue_token(SECRET, 7, MAC, issued_at=issued, generation=3, ttl_s=60)
+    assert _claims(token)["exp"] == int(issued.timestamp()) + 60
+    assert elato.verify_token(SECRET, token, mac=MAC).generation == 3
+    stale = elato.issue_token(SECRET, 7, MAC, issued_at=issued - timedelta(hours=2), ttl_s=60)
+    with pytest.raises(ProtocolError, match="expired"):
+        elato.verify_token(SECRET, stale, mac=MAC)
+    assert elato.verify_token(SECRET, stale, mac=MAC, allow_expired=True).device_id == 7
+    # Tokens from before generations (no "gen") are generation 0; a "gen" that is no number is
+    # refused.
+    old = {k: v for k, v in _claims(elato.issue_token(SECRET, 7, MAC)).items() if k != "gen"}
+    assert elato.verify_token(SECRET, _forged(old), mac=MAC).generation == 0
+    with pytest.raises(ProtocolError):
+        elato.verify_token(SECRET, _forged({**old, "gen": "1"}), mac=MAC)
 
 
 def _forged(claims: dict[str, object], secret: str = SECRET) -> str:
