@@ -133,7 +133,7 @@ def _every_route() -> list[tuple[str, str]]:
 
 async def test_every_route_wants_the_admin_token(api: Api) -> None:
     routes = _every_route()
-    assert len(routes) == 15
+    assert len(routes) == 16
     refused = [
         {},
         {"Authorization": "Bearer wrong"},
