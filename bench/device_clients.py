@@ -2,7 +2,8 @@
 (docs/protocols/relay.md, PCM16 both ways), ElatoAI's firmware (shared/protocols/elato.md:
 ``/ws/esp32``, 64-byte PCM16 frames up, Opus down, no VAD on the device) and the
 voice-assistant-proxy device's ``/ws`` (shared/protocols/assistant-proxy.md: 100 ms PCM16
-frames up, 24 kHz PCM16 down, no end-of-reply marker).
+frames up, 24 kHz PCM16 down, no end-of-reply marker) and its ``POST /v1/audio`` (hold-to-talk:
+100 ms chunks, the reply streamed in the answer to the final one).
 
 Each behaves as the device and its user would: the microphone streams at real-time pace (speech
 when the person talks, silence otherwise; ElatoAI's firmware sends nothing while it is not
@@ -19,6 +20,7 @@ on a device, so the frame's own duration is part of what the device sees.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +31,7 @@ import httpx
 import numpy as np
 import opuslib
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from bench.conversations import RATE_HZ, Utterance
 
@@ -37,6 +40,8 @@ REPLY_GAP_S = 0.5
 TURN_TIMEOUT_S = 60.0
 ELATO_LISTEN_DELAY_S = 1.0
 """ElatoAI's firmware listens again this long after RESPONSE.COMPLETE."""
+PROXY_RELEASE_S = 0.2
+"""On ``POST /v1/audio`` the person releases the talk button this long after the voice ends."""
 PROXY_QUIET_S = 1.0
 """``/ws`` has no end-of-reply marker: the reply is over once it has played out and no audio
 came for this long."""
@@ -148,6 +153,8 @@ class Device:
         self._tasks: list[asyncio.Task[None]] = []
         self._ws: ClientConnection | None = None
         self.mic: Microphone | None = None
+        self.closed: str | None = None
+        """Why the connection ended, once it has."""
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -164,13 +171,22 @@ class Device:
         self._tasks = [asyncio.create_task(mic.run()), asyncio.create_task(self._reader(ws))]
 
     async def _reader(self, ws: ClientConnection) -> None:
-        async for message in ws:
-            await self._read(message)
+        try:
+            async for message in ws:
+                await self._read(message)
+        except ConnectionClosed:
+            pass
+        self.closed = f"the server closed the connection ({ws.close_code} {ws.close_reason})"
+        self.current.errors.append(self.closed)
+        self.reply_over.set()
 
     async def turn(self, record: TurnRecord, utterance: Utterance) -> TurnRecord:
         """One exchange: wait as the person would, speak, wait for the reply to play out."""
         assert self.mic is not None
         await sleep_until(self.ready_to_talk_t)
+        if self.closed:
+            record.errors.append(self.closed)
+            return record
         self.current, self.reply_over = record, asyncio.Event()
         record.speech_end_t = await self.mic.say(utterance)
         try:
@@ -319,7 +335,7 @@ class ProxyWsDevice(Device):
 
     async def _reply_end(self) -> None:
         record = self.current
-        while True:
+        while not self.closed:
             now = time.monotonic()
             if (
                 record.first_audio_t is not None
@@ -328,3 +344,63 @@ class ProxyWsDevice(Device):
             ):
                 return
             await asyncio.sleep(0.05)
+
+
+class ProxyHttpDevice(Device):
+    """Hold-to-talk over ``POST /v1/audio``: the device, not the server, ends the turn (the
+    final chunk, sent when the button is released)."""
+
+    protocol = "proxy_http"
+    CHUNK = RATE_HZ // 10
+
+    def __init__(self, address: str, token: str, session_id: str) -> None:
+        super().__init__()
+        self._http = httpx.AsyncClient(
+            base_url=f"http://{address}",
+            headers={"X-Assistant-Token": token},
+            trust_env=False,
+            timeout=TURN_TIMEOUT_S,
+        )
+        self._session_id = session_id
+
+    async def open(self) -> None:
+        pass
+
+    async def turn(self, record: TurnRecord, utterance: Utterance) -> TurnRecord:
+        await sleep_until(self.ready_to_talk_t)
+        release = utterance.end_sample + round(PROXY_RELEASE_S * RATE_HZ)
+        chunks = -(-release // self.CHUNK)
+        audio = np.zeros(chunks * self.CHUNK, dtype=np.int16)
+        spoken = utterance.samples[: len(audio)]
+        audio[: len(spoken)] = spoken
+        start = time.monotonic()
+        record.speech_end_t = start + utterance.end_sample / RATE_HZ
+        try:
+            for index in range(chunks):
+                await sleep_until(start + (index + 1) * self.CHUNK / RATE_HZ)
+                piece = audio[index * self.CHUNK : (index + 1) * self.CHUNK]
+                response = await self._http.post("/v1/audio", json=self._body(index, piece))
+                response.raise_for_status()
+            final = self._body(chunks, audio[:0], final=True)
+            async with self._http.stream("POST", "/v1/audio", json=final) as response:
+                record.turn_end_signal_t = time.monotonic()
+                response.raise_for_status()
+                async for body in response.aiter_bytes():
+                    record.play(len(body) / 2 / 24_000)
+        except httpx.HTTPError as exc:
+            record.errors.append(f"{type(exc).__name__}: {exc}")
+        if record.first_audio_t is None and not record.errors:
+            record.errors.append("the reply had no audio")
+        self.ready_to_talk_t = max(self.ready_to_talk_t, record.played_out_t + REPLY_GAP_S)
+        return record
+
+    def _body(self, index: int, pcm: np.ndarray, *, final: bool = False) -> dict[str, Any]:
+        return {
+            "session_id": self._session_id,
+            "chunk_index": index,
+            "pcm_base64": base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
+            "is_final": final,
+        }
+
+    async def close(self) -> None:
+        await self._http.aclose()

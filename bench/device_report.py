@@ -16,7 +16,12 @@ STAGES = (
     "speech_end_to_first_audio_ms",
 )
 """The server's own per-turn timings (``messages.timings``), in the order a turn runs."""
-SIGNAL = {"relay": "speech.stopped", "elato": "AUDIO.COMMITTED", "proxy_ws": "speech_end"}
+SIGNAL = {
+    "relay": "speech.stopped",
+    "elato": "AUDIO.COMMITTED",
+    "proxy_ws": "speech_end",
+    "proxy_http": "response headers",
+}
 """Each protocol's "your turn is over" message to the device."""
 
 
@@ -94,9 +99,11 @@ def render(results: dict[str, Any]) -> str:
     ]
     for protocol in protocols:
         s = summary[protocol]
-        first, beyond, signal = s["first_audio_ms"], s["device_minus_server_ms"], s[
-            "turn_end_signal_ms"
-        ]
+        first, beyond, signal = (
+            s["first_audio_ms"],
+            s["device_minus_server_ms"],
+            s["turn_end_signal_ms"],
+        )
         name = SIGNAL.get(protocol, "")
         lines.append(
             f"{protocol:10}{s['turns']:>6}{_ms(first['p50']):>7}{_ms(first['p95']):>7}"
@@ -105,13 +112,13 @@ def render(results: dict[str, Any]) -> str:
             + (f"  ({s['unanswered_turns']} unanswered)" if s["unanswered_turns"] else "")
         )
     lines += ["", "By turn index (p50 / p95 over conversations), ms"]
-    lines.append(f"{'protocol':10}" + "".join(f"{'turn ' + str(t):>13}" for t in turns))
+    lines.append(f"{'protocol':10}" + "".join(f"{'turn ' + str(t):>15}" for t in turns))
     for protocol in protocols:
         cells = []
         for turn in turns:
             figure = summary[protocol]["first_audio_ms_by_turn"].get(turn)
             cells.append(
-                f"{_ms(figure['p50']) + ' / ' + _ms(figure['p95']):>13}" if figure else f"{'':>13}"
+                f"{_ms(figure['p50']) + ' / ' + _ms(figure['p95']):>15}" if figure else f"{'':>15}"
             )
         lines.append(f"{protocol:10}" + "".join(cells))
     lines += ["", "The server's own timings of the same turns (messages.timings), p50 / p95, ms"]
@@ -123,13 +130,13 @@ def render(results: dict[str, Any]) -> str:
         "tts_first_audio_ms": "tts 1st audio",
         "speech_end_to_first_audio_ms": "server total",
     }
-    lines.append(f"{'protocol':10}" + "".join(f"{short[s]:>15}" for s in STAGES))
+    lines.append(f"{'protocol':10}" + "".join(f"{short[s]:>16}" for s in STAGES))
     for protocol in protocols:
         stages = summary[protocol]["server_stages_ms"]
         lines.append(
             f"{protocol:10}"
             + "".join(
-                f"{_ms(stages[s]['p50']) + ' / ' + _ms(stages[s]['p95']):>15}" for s in STAGES
+                f"{_ms(stages[s]['p50']) + ' / ' + _ms(stages[s]['p95']):>16}" for s in STAGES
             )
         )
     lines.append(

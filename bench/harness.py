@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -61,42 +60,44 @@ async def voxgate_serve(
 ) -> AsyncIterator[str]:
     """``python -m voxgate serve`` on a free loopback port with ``VOXGATE_DATA_DIR=data_dir``
     and ``env`` on top of this process's environment (``VOXGATE_CONFIG`` removed, so only
-    ``env`` configures it); yields ``host:port`` once ``/healthz`` answers. Leaving the block
-    stops it with SIGTERM (SIGKILL after 20 s)."""
+    ``env`` configures it); yields ``host:port`` once ``/healthz`` answers. Its output goes to
+    ``data_dir/serve.log``. Leaving the block stops it with SIGTERM (SIGKILL after 20 s)."""
     port = free_port()
     full_env = {**os.environ, "VOXGATE_DATA_DIR": str(data_dir), **env}
     full_env.pop("VOXGATE_CONFIG", None)
-    log = (data_dir / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxgate", "serve", "--port", str(port), "--log-level", "warning"],
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = data_dir / "serve.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "voxgate", "serve", "--port", str(port)),
+            *("--log-level", "warning"),
+            env=full_env,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
     address = f"127.0.0.1:{port}"
     try:
-        await _wait_ready(address, process, data_dir / "serve.log", ready_timeout_s)
+        await _wait_ready(address, process, log_path, ready_timeout_s)
         yield address
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.terminate()
             try:
-                await asyncio.to_thread(process.wait, 20)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
                 process.kill()
-                await asyncio.to_thread(process.wait, 10)
-        log.close()
+                await process.wait()
 
 
 async def _wait_ready(
-    address: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
+    address: str, process: asyncio.subprocess.Process, log: Path, timeout_s: float
 ) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     async with httpx.AsyncClient(trust_env=False) as client:
         while loop.time() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"voxgate serve exited:\n{log.read_text(errors='replace')}")
+            if process.returncode is not None:
+                output = await asyncio.to_thread(log.read_text, errors="replace")
+                raise RuntimeError(f"voxgate serve exited:\n{output}")
             try:
                 if (await client.get(f"http://{address}/healthz")).status_code == 200:
                     return
