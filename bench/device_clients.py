@@ -154,7 +154,7 @@ class Device:
         self._ws: ClientConnection | None = None
         self.mic: Microphone | None = None
         self.closed: str | None = None
-        """Why the connection ended, once it has."""
+        """Why the conversation ended early (the server closed, or a reply never came)."""
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -193,7 +193,10 @@ class Device:
             async with asyncio.timeout(TURN_TIMEOUT_S):
                 await self._reply_end()
         except TimeoutError:
-            record.errors.append(f"no reply within {TURN_TIMEOUT_S:.0f} s")
+            # A reply may still come; it would be taken for the next turn's. The conversation
+            # ends here instead.
+            self.closed = f"no reply within {TURN_TIMEOUT_S:.0f} s"
+            record.errors.append(self.closed)
         self.ready_to_talk_t = max(self.ready_to_talk_t, record.played_out_t + REPLY_GAP_S)
         return record
 
