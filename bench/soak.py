@@ -145,7 +145,8 @@ async def run(sessions: int, minutes: float, every_s: float) -> dict[str, Any]:
                 asyncio.create_task(Client(i, base, token, deadline).run(tally))
                 for i in range(sessions)
             ]
-            while time.monotonic() < deadline:
+            # The last sample comes before the clients leave (they all stop at the deadline).
+            while time.monotonic() + every_s < deadline + 0.5:
                 await asyncio.sleep(every_s)
                 rss_mb, fds = sample(server.pid)
                 open_sessions = (await http.get("/healthz")).json()["sessions"]
