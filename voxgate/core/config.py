@@ -165,6 +165,14 @@ class ServerSettings(BaseModel):
     """For the web pages and the admin API; generated into the data directory when not given."""
     shared_token: SecretStr | None = None
     """A token every device may use (the voice-assistant-proxy firmware ships one); off by default."""
+    lock_prompts: bool = False
+    """Refuse every relay ``session.start`` that replaces a character's system prompt."""
+    locked_characters: list[str] = Field(default_factory=lambda: ["toy"])
+    """Characters whose system prompt a relay client may not replace (the children's ``toy``)."""
+    max_sessions_per_device: int = Field(8, ge=1)
+    """Sessions one device (on the shared token: one client address) may hold open at once."""
+    relay_idle_timeout_s: float = Field(120.0, gt=0)
+    """A relay session whose client sends nothing for this long is closed (4408)."""
     metrics_token: SecretStr | None = None
     """When set, ``/metrics`` wants ``Authorization: Bearer`` this token (or the admin token);
     ``/healthz`` shows error texts only to those tokens either way."""

@@ -148,6 +148,7 @@ class ServerContext:
         output_rate_hz: int,
         turn: TurnSettings | None = None,
         character: CharacterChoice | None = None,
+        limit_key: str | None = None,
     ) -> VoiceSession:
         """A new session for one connection. It continues the device's last conversation with
         the same character (its last turns), and is recorded as it goes."""
@@ -172,7 +173,7 @@ class ServerContext:
             character.character_id,
             resumed=resumed,
         )
-        key = f"device:{device.id}"
+        key = limit_key or f"device:{device.id}"  # the shared token: per client (server.policy)
         session: VoiceSession
         realtime = self.settings.realtime
         if realtime is not None:  # speech to speech: the session is the provider's

@@ -19,6 +19,7 @@ from starlette.types import Scope
 from voxgate.core.config import Settings
 from voxgate.core.errors import UnavailableError
 from voxgate.server.auth import bearer_token
+from voxgate.server.policy import shared_token_refusal
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -62,10 +63,11 @@ async def characters(request: Request) -> Response:
             status_code=503,
             headers={"Retry-After": "2"},
         )
-    if device is None:
+    refusal = shared_token_refusal(device, "characters") if device is not None else None
+    if device is None or refusal is not None:
+        message = refusal or "a device or admin token is required"
         return JSONResponse(
-            {"error": {"code": "unauthorized", "message": "a device or admin token is required"}},
-            status_code=401,
+            {"error": {"code": "unauthorized", "message": message}}, status_code=401
         )
     listed = await ctx.store.characters.all()
     return JSONResponse(

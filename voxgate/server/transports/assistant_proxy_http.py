@@ -29,6 +29,7 @@ from voxgate.protocols.assistant_proxy import (
     parse_audio_chunk,
 )
 from voxgate.server.context import ServerContext
+from voxgate.server.policy import limit_key
 from voxgate.server.runner import SlowClientError, feed_audio
 from voxgate.store.records import Device
 
@@ -69,8 +70,8 @@ class Refused(Exception):
 
 @dataclass(eq=False)
 class HttpSession:
-    key: tuple[int, str]
-    """The device's id and the ``session_id`` it chose."""
+    key: tuple[str, str]
+    """The device's limit key (``server.policy.limit_key``) and the ``session_id`` it chose."""
     session: VoiceSession
     ledger: ChunkLedger = field(default_factory=ChunkLedger)
     collector: ReplyCollector = field(default_factory=ReplyCollector)
@@ -99,7 +100,8 @@ class HttpSessions:
         self.idle_s = idle_s
         self.per_device = per_device
         self._clock = clock
-        self._entries: dict[tuple[int, str], HttpSession] = {}
+        self._entries: dict[tuple[str, str], HttpSession] = {}
+        """By (limit key, session_id): a device's ids, or on the shared token one client's."""
         turn = ctx.settings.turn
         self._turn = turn.model_copy(
             update={
@@ -119,7 +121,9 @@ class HttpSessions:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def acquire(self, device: Device, session_id: str) -> HttpSession:
+    async def acquire(
+        self, device: Device, session_id: str, client_host: str | None = None
+    ) -> HttpSession:
         """The session, opened if new; ``release`` it when done. Raises Refused."""
         now = self._clock()
         victims = [
@@ -127,7 +131,7 @@ class HttpSessions:
             for key, entry in list(self._entries.items())
             if not entry.users and now - entry.last_used > self.idle_s
         ]
-        key = (device.id, session_id)
+        key = (limit_key(device, client_host), session_id)
         try:
             entry = self._entries.get(key) or await self._open(device, key, victims)
             self.hold(entry)  # before any await: no other request may expire it now
@@ -144,22 +148,25 @@ class HttpSessions:
         entry.last_used = self._clock()
 
     async def _open(
-        self, device: Device, key: tuple[int, str], victims: list[HttpSession]
+        self, device: Device, key: tuple[str, str], victims: list[HttpSession]
     ) -> HttpSession:
         ctx = self.ctx
         if ctx.shutting_down.is_set():
             raise Refused(503, "server shutting down")
-        mine = [entry for (device_id, _), entry in self._entries.items() if device_id == device.id]
+        bucket = key[0]
+        mine = [entry for (owner, _), entry in self._entries.items() if owner == bucket]
         idle = [entry for entry in mine if not entry.users]
         if len(mine) >= self.per_device and not idle:
             raise Refused(429, "too many sessions for this device")
-        if not ctx.connection_limit.allow(f"device:{device.id}"):
+        if not ctx.connection_limit.allow(bucket):
             raise Refused(429, "too many new sessions; try again later")
         if len(mine) >= self.per_device:
             oldest = min(idle, key=lambda entry: entry.last_used)
             victims.append(oldest)
             del self._entries[oldest.key]
-        session = await ctx.open_session(device, output_rate_hz=OUTPUT_RATE_HZ, turn=self._turn)
+        session = await ctx.open_session(
+            device, output_rate_hz=OUTPUT_RATE_HZ, turn=self._turn, limit_key=bucket
+        )
         ctx.metrics.sessions.labels(PROTOCOL).inc()
         ctx.metrics.sessions_total.labels(PROTOCOL).inc()
         opened = HttpSession(key, session)
@@ -197,7 +204,9 @@ async def post_audio(request: Request) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=422)
     sessions = HttpSessions.of(request.app, ctx)
     try:
-        entry = await sessions.acquire(device, chunk.session_id)
+        entry = await sessions.acquire(
+            device, chunk.session_id, request.client.host if request.client else None
+        )
     except Refused as exc:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
     try:
