@@ -59,3 +59,30 @@ def prompt_override_refusal(
             "(server.locked_characters)"
         )
     return None
+
+
+class SessionCounts:
+    """Sessions open per limit key, held to ``server.max_sessions_per_device``: sixty silent
+    sessions of one device are refused after the cap, not kept."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._open: dict[str, int] = {}
+
+    def claim(self, key: str) -> bool:
+        """Count one more session for ``key``; False (nothing counted) when at the cap."""
+        held = self._open.get(key, 0)
+        if held >= self.cap:
+            return False
+        self._open[key] = held + 1
+        return True
+
+    def release(self, key: str) -> None:
+        held = self._open.get(key, 0) - 1
+        if held > 0:
+            self._open[key] = held
+        else:
+            self._open.pop(key, None)
+
+    def held(self, key: str) -> int:
+        return self._open.get(key, 0)
