@@ -66,3 +66,17 @@ def test_mac_addresses_are_normalized(given: str, normalized: str) -> None:
 def test_bad_mac_addresses_are_clear_errors(bad: str) -> None:
     with pytest.raises(ConfigError, match="not a MAC address"):
         normalize_mac(bad)
+
+
+async def test_pseudo_devices_made_at_once_are_one(tmp_path: Path) -> None:
+    """The first connections on the shared token arrive together, each on its own database
+    connection (found by bench/fuzz.py: the loser's request failed with IntegrityError)."""
+    stores = [await Store.open(Settings(data_dir=tmp_path)) for _ in range(4)]
+    try:
+        made = await asyncio.gather(
+            *(store.devices.ensure("shared-token") for store in stores for _ in range(3))
+        )
+    finally:
+        for store in stores:
+            await store.close()
+    assert len({device.id for device in made}) == 1

@@ -111,10 +111,13 @@ class Devices:
 
     async def ensure(self, name: str) -> Device:
         """A device without a token of its own (the web page, the shared token): made if new."""
-        async with self._db.sessions.begin() as session:
-            found = await session.scalar(select(DeviceRow.id).where(DeviceRow.name == name))
-            if found is None:
-                session.add(DeviceRow(name=name, created_at=time.time()))
+        try:
+            async with self._db.sessions.begin() as session:
+                found = await session.scalar(select(DeviceRow.id).where(DeviceRow.name == name))
+                if found is None:
+                    session.add(DeviceRow(name=name, created_at=time.time()))
+        except IntegrityError:
+            pass  # made meanwhile by a concurrent request (the first devices on a shared token)
         try:
             return await self.by_name(name)
         except NotFoundError:  # pragma: no cover - only if deleted between the two statements
