@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from voxgate.core.capabilities import ChatMessage
@@ -22,6 +23,10 @@ class Conversation:
     def __init__(self, max_turns: int = 20) -> None:
         self.max_turns = max_turns
         self.exchanges: list[Exchange] = []
+
+    def restore(self, exchanges: Iterable[Exchange]) -> None:
+        """Continue an earlier conversation: its exchanges replace these (before the first turn)."""
+        self.exchanges = list(exchanges)
 
     def record(self, exchange: Exchange) -> None:
         self.exchanges.append(exchange)

@@ -36,6 +36,7 @@ from voxgate.core.events import (
     SpeechStopped,
     TurnDone,
 )
+from voxgate.protocols.closing import Close, CloseCode, Ending
 from voxgate.protocols.frames import Outbound
 
 PROTOCOL = "assistant_proxy"
@@ -49,7 +50,7 @@ DOWNLINK_FRAME_MS = 100
 """Reply audio goes down in frames this long, so pacing and barge-in act at a fine grain."""
 SPEECH_START_TEXT = '{"type":"speech_start"}'
 SPEECH_END_TEXT = '{"type":"speech_end"}'
-SILENCE_TIMEOUT_CODE = 1000
+SILENCE_TIMEOUT_CODE = CloseCode.NORMAL
 SILENCE_TIMEOUT_REASON = "Silence timeout"
 BEEP_MS = 200
 BEEP_HZ = 800.0
@@ -351,6 +352,30 @@ class SilenceWatchdog:
         return not (self._speaking or self._replying) and self.remaining_s(now) <= 0.0
 
 
+def close_for(ending: Ending, detail: str = "") -> Close:
+    """How ``/ws`` ends: standard close codes, with the reason in the close frame."""
+    match ending:
+        case Ending.CLIENT_ENDED | Ending.ASSISTANT_ENDED:
+            return Close(CloseCode.NORMAL, "goodbye")
+        case Ending.SERVER_SHUTDOWN:
+            return Close(CloseCode.GOING_AWAY, "server shutting down")
+        case Ending.SHUTTING_DOWN:
+            return Close(CloseCode.TRY_AGAIN_LATER, "server shutting down")
+        case Ending.RATE_LIMITED:
+            return Close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
+        case Ending.UNAUTHORIZED:
+            return Close(CloseCode.POLICY_VIOLATION, "invalid token")
+        case Ending.UNAVAILABLE:
+            return Close(CloseCode.TRY_AGAIN_LATER, "cannot check the token now; try again")
+        case Ending.SLOW_CLIENT:
+            return Close(CloseCode.POLICY_VIOLATION, detail or "the device stopped reading")
+        case Ending.BAD_REQUEST:
+            return Close(CloseCode.UNSUPPORTED_DATA, detail)
+        case Ending.TOO_LARGE:
+            return Close(CloseCode.MESSAGE_TOO_BIG, detail)
+    return Close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
 def beep(
     duration_ms: int = BEEP_MS, frequency_hz: float = BEEP_HZ, rate_hz: int = OUTPUT_RATE_HZ
 ) -> bytes:
@@ -364,3 +389,9 @@ def beep(
         envelope[-fade:] = np.linspace(1.0, 0.0, fade)
     samples = np.sin(2 * np.pi * frequency_hz * t) * envelope * 0.3 * 32767
     return samples.astype("<i2").tobytes()
+
+
+SILENCE_CLOSE = Close(
+    SILENCE_TIMEOUT_CODE, SILENCE_TIMEOUT_REASON, last=beep(), linger_s=BEEP_MS / 1000 + 0.1
+)
+"""The silence timeout: the beep, time to play it, then the close."""

@@ -33,6 +33,7 @@ from voxgate.core.events import (
     SpeechStopped,
     TurnDone,
 )
+from voxgate.protocols.closing import Close, CloseCode, Ending
 from voxgate.protocols.frames import Outbound
 from voxgate.protocols.opus import OpusPacketizer
 
@@ -261,6 +262,41 @@ class ElatoEncoder:
             out.append(Outbound(SESSION_END))
             self.ended = True
         return out
+
+
+# -- closing -----------------------------------------------------------------------------------
+
+_HTTP_STATUS = {
+    Ending.UNAUTHORIZED: 401,
+    Ending.RATE_LIMITED: 429,
+    Ending.SHUTTING_DOWN: 503,
+    Ending.UNAVAILABLE: 503,
+}
+
+
+def close_for(ending: Ending, detail: str = "") -> Close:
+    """How a connection ends. Refusals happen at the upgrade, as an HTTP status like Elato's
+    server (401 for bad credentials); after it the firmware reads only the close code."""
+    match ending:
+        case Ending.CLIENT_ENDED:  # the device asked to sleep: confirm it
+            return Close(CloseCode.NORMAL, last=SESSION_END)
+        case Ending.ASSISTANT_ENDED:
+            return Close(CloseCode.NORMAL)
+        case Ending.SERVER_SHUTDOWN:
+            return Close(CloseCode.GOING_AWAY)
+        case Ending.TOO_LARGE:
+            return Close(CloseCode.MESSAGE_TOO_BIG)
+        case Ending.SLOW_CLIENT:
+            return Close(CloseCode.POLICY_VIOLATION)
+        case Ending.UNAUTHORIZED | Ending.RATE_LIMITED | Ending.SHUTTING_DOWN | Ending.UNAVAILABLE:
+            reason = {
+                Ending.UNAUTHORIZED: detail,
+                Ending.UNAVAILABLE: detail,
+                Ending.RATE_LIMITED: f"too many connections; {detail}",
+                Ending.SHUTTING_DOWN: "the server is shutting down",
+            }[ending]
+            return Close(CloseCode.POLICY_VIOLATION, reason, http_status=_HTTP_STATUS[ending])
+    return Close(CloseCode.INTERNAL_ERROR)
 
 
 # -- tokens ---------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The voxgate relay protocol, sans-I/O (schema: ``docs/protocols/relay.md``).
 
 Uplink: JSON text in → typed client events (:class:`RelayDecoder`); binary frames are PCM16 audio.
-Downlink: turn-engine events → :class:`~voxgate.server.runner.Outbound` frames
+Downlink: turn-engine events → :class:`~voxgate.protocols.frames.Outbound` frames
 (:class:`RelayEncoder`), then :class:`RelaySequencer` numbers each text message as it goes out.
+The connection's rules (``session.start`` first, ``seq`` gaps, how each failure closes) are
+:class:`RelayConnection`'s, so that they are tested on literals.
 
 Numbering happens at send time, not at encode time, because the event pump drops frames of an
 interrupted reply after encoding them: numbering earlier would leave gaps the client would report.
@@ -35,6 +37,7 @@ from voxgate.core.events import (
     Transcript,
     TurnDone,
 )
+from voxgate.protocols.closing import Close, CloseCode, Ending
 from voxgate.protocols.frames import Outbound
 
 PROTOCOL_VERSION = "1.0"
@@ -50,17 +53,6 @@ MAX_TEXT_CHARS = 2_000
 MAX_PROMPT_CHARS = 8_000
 MAX_NAME_CHARS = 100
 MAX_TOKEN_CHARS = 512
-
-# Close codes (the schema's table).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_LARGE = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_PROTOCOL_VIOLATION = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_TIMEOUT = 4408
-CLOSE_RATE_LIMITED = 4429
 
 
 class TurnDetection(StrEnum):
@@ -318,10 +310,13 @@ class Ready:
     max_message_bytes: int
 
 
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
 def _message(name: str, payload: dict[str, Any]) -> str:
     """A text message without its ``seq``; :class:`RelaySequencer` adds it when it is sent."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return f'{{"event":"{name}","payload":{body}}}'
+    return _dumps({"event": name, "payload": payload})
 
 
 def _audio(rate_hz: int) -> dict[str, Any]:
@@ -388,7 +383,7 @@ _ENVELOPE = struct.Struct(">I")  # header length; internal to this module, never
 
 
 class RelayEncoder:
-    """Turn-engine events → relay frames (an :class:`~voxgate.server.runner.EventEncoder`).
+    """Turn-engine events → relay frames (an :class:`~voxgate.protocols.frames.EventEncoder`).
 
     ``was_interrupted`` (the session's) lets ``turn.done`` stay the last message of a turn: a
     reply fully generated but cut short while playing has its TurnDone queued before the
@@ -475,5 +470,126 @@ class RelaySequencer:
 
     def _stamp(self, text: str) -> str:
         seq, self.next_seq = self.next_seq, self.next_seq + 1
-        # Every message starts '{"event":"<name>","payload":' and no event name contains a comma.
-        return text.replace(',"payload":', f',"seq":{seq},"payload":', 1)
+        message = json.loads(text)  # one of ours: {"event": ..., "payload": ...}
+        return _dumps({"event": message["event"], "seq": seq, "payload": message["payload"]})
+
+
+# -- the connection's rules --------------------------------------------------------------------
+
+_FATAL: dict[Ending, tuple[CloseCode, ErrorCode, str]] = {
+    # ending: (close code, error code, message when the caller gives none)
+    Ending.SHUTTING_DOWN: (
+        CloseCode.TRY_AGAIN_LATER,
+        ErrorCode.SHUTTING_DOWN,
+        "the server is shutting down",
+    ),
+    Ending.UNAUTHORIZED: (CloseCode.UNAUTHORIZED, ErrorCode.UNAUTHORIZED, "invalid token"),
+    Ending.UNAVAILABLE: (
+        CloseCode.TRY_AGAIN_LATER,
+        ErrorCode.UNAVAILABLE,
+        "cannot check the token now; try again",
+    ),
+    Ending.RATE_LIMITED: (
+        CloseCode.RATE_LIMITED,
+        ErrorCode.RATE_LIMITED,
+        "too many connections for this device",
+    ),
+    Ending.BAD_REQUEST: (CloseCode.PROTOCOL_VIOLATION, ErrorCode.BAD_REQUEST, "bad request"),
+    Ending.TIMEOUT: (CloseCode.TIMEOUT, ErrorCode.BAD_REQUEST, "no session.start in time"),
+    Ending.TOO_LARGE: (CloseCode.MESSAGE_TOO_BIG, ErrorCode.MESSAGE_TOO_LARGE, "too large"),
+    Ending.INTERNAL: (CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL, "internal error"),
+}
+
+
+def close_for(ending: Ending, detail: str = "") -> Close:
+    """The schema's close table: how the relay ends a connection, and what it says first."""
+    match ending:
+        case Ending.CLIENT_ENDED:
+            return Close(CloseCode.NORMAL, last=session_end_message("client"))
+        case Ending.ASSISTANT_ENDED:  # its session.end went out with the goodbye
+            return Close(CloseCode.NORMAL)
+        case Ending.SERVER_SHUTDOWN:
+            return Close(CloseCode.GOING_AWAY, last=session_end_message("server_shutdown"))
+        case Ending.SLOW_CLIENT:  # it reads nothing: a last message would not get through
+            return Close(CloseCode.TIMEOUT)
+    close_code, code, default = _FATAL[ending]
+    message = default
+    if ending is Ending.RATE_LIMITED and detail:
+        message = f"{default}; {detail}"
+    elif detail:
+        message = detail
+    last = error_message(code, message, fatal=True)
+    return Close(close_code, reason=message, last=last, error=code)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """What one client message amounts to."""
+
+    events: tuple[ClientEvent, ...] = ()
+    """For the session, in order."""
+    errors: tuple[tuple[ErrorCode, str], ...] = ()
+    """To tell the client (``error`` messages that do not end the session), before the events."""
+    close: Close | None = None
+    """The connection ends (its ``last`` message says why)."""
+
+
+class RelayConnection:
+    """One relay connection's rules, without I/O: client text and bytes in → :class:`Inbound`;
+    downlink messages → numbered frames out (:meth:`frames`).
+
+    ``session.start`` comes first: anything else before it is answered with an error, except
+    audio, which closes with 4400. A second ``session.start`` is an error; a ``seq`` that is not
+    the one expected is reported (``seq_gap``) and the message still taken; ``session.end``
+    closes normally. A message over the size limit closes with 1009.
+    """
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._decoder = RelayDecoder(max_message_bytes)
+        self._sequencer = RelaySequencer()
+        self.start: SessionStart | None = None
+        """The client's ``session.start``, once it has come."""
+        self.closed = False
+
+    def receive_text(self, text: str) -> Inbound:
+        return self._receive(self._decoder.receive_text, text)
+
+    def receive_bytes(self, data: bytes) -> Inbound:
+        return self._receive(self._decoder.receive_bytes, data)
+
+    def frames(self, data: str | bytes) -> list[str | bytes]:
+        """What goes on the wire for one downlink message, numbered now (at send time)."""
+        return self._sequencer.frames(data)
+
+    def _receive(self, decode: Callable[[Any], Received], data: str | bytes) -> Inbound:
+        if self.closed:
+            return Inbound()
+        try:
+            received = decode(data)
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.MESSAGE_TOO_LARGE:
+                return self._close(close_for(Ending.TOO_LARGE, str(exc)))
+            return Inbound(errors=((exc.code, str(exc)),))
+        event = received.event
+        if self.start is None:
+            if isinstance(event, SessionStart):
+                self.start = event
+                return Inbound((event,))
+            if isinstance(event, AudioFrame):
+                return self._close(close_for(Ending.BAD_REQUEST, "audio before session.start"))
+            return Inbound(errors=((ErrorCode.BAD_REQUEST, "send session.start first"),))
+        errors: list[tuple[ErrorCode, str]] = []
+        if received.expected_seq is not None:
+            gap = f"expected seq {received.expected_seq}, got {received.seq}"
+            errors.append((ErrorCode.SEQ_GAP, gap))
+        if isinstance(event, SessionStart):
+            errors.append((ErrorCode.BAD_REQUEST, "the session has already started"))
+            return Inbound(errors=tuple(errors))
+        if isinstance(event, SessionEnd):
+            self.closed = True
+            return Inbound(errors=tuple(errors), close=close_for(Ending.CLIENT_ENDED))
+        return Inbound((event,), tuple(errors))
+
+    def _close(self, close: Close) -> Inbound:
+        self.closed = True
+        return Inbound(close=close)

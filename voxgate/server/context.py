@@ -164,7 +164,7 @@ class ServerContext:
             earlier = await self._earlier(device, character, turn)
         if earlier is not None:
             conversation_id, resumed = earlier.conversation_id, True
-            history.exchanges = exchanges_of(earlier.messages)[-turn.max_history_turns :]
+            history.restore(exchanges_of(earlier.messages)[-turn.max_history_turns :])
         recorder = ConversationRecorder(
             self.store.writer,
             conversation_id,
