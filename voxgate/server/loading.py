@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxgate.core.errors import ErrorCode
 from voxgate.protocols import relay as relay_codec
+from voxgate.protocols.closing import CloseCode
 
 LOADING_MESSAGE = (
     "the server is loading its models (the first start copies them: this can take a minute); "
@@ -88,6 +89,4 @@ class UntilReady:
             (numbered,) = relay_codec.RelaySequencer().frames(message)
             await send({"type": "websocket.send", "text": numbered})
         reason = "models failed to load" if state.error else "loading models; try again later"
-        await send(
-            {"type": "websocket.close", "code": relay_codec.CLOSE_TRY_AGAIN_LATER, "reason": reason}
-        )
+        await send({"type": "websocket.close", "code": CloseCode.TRY_AGAIN_LATER, "reason": reason})
