@@ -99,14 +99,18 @@ class ServerContext:
 
     async def _pseudo_device(self, name: str) -> Device:
         if name not in self._pseudo_devices:
-            self._pseudo_devices[name] = await self.store.devices.ensure(name)
+            try:
+                async with asyncio.timeout(AUTH_TIMEOUT_S):
+                    self._pseudo_devices[name] = await self.store.devices.ensure(name)
+            except Exception as exc:  # made on first use: the database must take a write
+                raise UnavailableError(
+                    f"cannot set up the {name} device now (the database is busy or away); "
+                    "try again"
+                ) from exc
         device = self._pseudo_devices[name]
         # Seen now, as a device with its own token is when it authenticates (the admin page's
-        # "last seen"); a database away costs the note, never the connection.
-        try:
-            await self.store.devices.seen(device.id)
-        except Exception as exc:
-            logger.warning("cannot note that %s was seen: %s", name, exc)
+        # "last seen"): queued, so a busy database never holds up the connection.
+        self.store.writer.submit(DeviceSeen(device.id))
         return device
 
     def online_devices(self) -> set[int]:
