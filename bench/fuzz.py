@@ -38,6 +38,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bench.server_load import free_port
 
 TOKEN = "fuzz-shared-token"
+"""The firmware's shared token: /v1/audio and /ws."""
+ADMIN = "fuzz-admin-token"
+"""The relay takes no shared token: it talks as the web page does, with the admin token."""
 MAC = "02:F0:22:00:00:01"
 BURST = 250
 """Frames per connection before it is closed and a new one opened."""
@@ -345,6 +348,7 @@ async def voxgate_server(log: Path) -> AsyncIterator[tuple[str, asyncio.subproce
         **os.environ,
         "VOXGATE_DATA_DIR": tempfile.mkdtemp(prefix="voxgate-fuzz-"),
         "VOXGATE_SERVER__SHARED_TOKEN": TOKEN,
+        "VOXGATE_SERVER__ADMIN_TOKEN": ADMIN,
         "VOXGATE_SERVER__AUTO_REGISTER_DEVICES": "true",
         "VOXGATE_SERVER__CONNECTIONS_PER_MINUTE": "1000000",
         "VOXGATE_SERVER__TURNS_PER_MINUTE": "1000000",
@@ -405,7 +409,7 @@ async def run(frames: int, seed: int, protocols: list[str], log: Path) -> dict[s
         plans = {
             "relay": (
                 f"{ws_base}/v1/relay",
-                {"Authorization": f"Bearer {TOKEN}"},
+                {"Authorization": f"Bearer {ADMIN}"},
                 relay_start,
                 relay_templates,
             ),

@@ -216,9 +216,13 @@ class _Payload:
         value = self.data.get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise self._fail(key, "a number")
-        if not math.isfinite(value) or value < 0:
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise self._fail(key, "a finite number ≥ 0 (this one is out of range)") from None
+        if not math.isfinite(number) or number < 0:
             raise self._fail(key, "a finite number ≥ 0")
-        return float(value)
+        return number
 
     def flag(self, key: str, default: bool | None) -> bool | None:
         value = self.data.get(key, default)
@@ -248,7 +252,8 @@ class _Payload:
 
 def _session_start(p: _Payload) -> SessionStart:
     detection = p.data.get("turn_detection", TurnDetection.SERVER_VAD.value)
-    if detection not in {mode.value for mode in TurnDetection}:
+    # A list or an object is no mode (and cannot be looked up in a set: TypeError).
+    if not isinstance(detection, str) or detection not in {mode.value for mode in TurnDetection}:
         raise p._fail("turn_detection", '"server_vad" or "client"')
     character = p.section("character")
     return SessionStart(

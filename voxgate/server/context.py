@@ -104,8 +104,7 @@ class ServerContext:
                     self._pseudo_devices[name] = await self.store.devices.ensure(name)
             except Exception as exc:  # made on first use: the database must take a write
                 raise UnavailableError(
-                    f"cannot set up the {name} device now (the database is busy or away); "
-                    "try again"
+                    f"cannot set up the {name} device now (the database is busy or away); try again"
                 ) from exc
         device = self._pseudo_devices[name]
         # Seen now, as a device with its own token is when it authenticates (the admin page's

@@ -62,7 +62,9 @@ class ProxyAdapter(ProtocolAdapter):
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.watchdog = SilenceWatchdog(ctx.settings.server.proxy_silence_timeout_s, loop.time())
-        return await ctx.open_session(device, output_rate_hz=OUTPUT_RATE_HZ)
+        return await ctx.open_session(
+            device, output_rate_hz=OUTPUT_RATE_HZ, limit_key=self.limit_key
+        )
 
     def encoder(self, session: VoiceSession) -> EventEncoder:
         return _WatchedEncoder(DownlinkEncoder(), self.watchdog, self.loop)

@@ -28,6 +28,7 @@ from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.closing import Close, Ending
 from voxgate.protocols.frames import EventEncoder
 from voxgate.server.context import ServerContext
+from voxgate.server.policy import SessionCounts, limit_key
 from voxgate.server.runner import SessionEnded, SlowClientError, pump_events
 from voxgate.store.records import Device
 
@@ -138,6 +139,8 @@ class ProtocolAdapter(ABC):
 
     name: ClassVar[str]
     """The protocol, as metrics and logs name it."""
+    limit_key: str = ""
+    """The bucket of this connection's limits (``server.policy.limit_key``), set on admission."""
     accepts_first: ClassVar[bool] = True
     """Accept the WebSocket before authenticating (so a refusal can say why in the protocol);
     False: refuse the upgrade itself."""
@@ -194,12 +197,19 @@ async def serve(websocket: WebSocket, adapter: ProtocolAdapter) -> None:
     ctx: ServerContext = websocket.app.state.ctx
     wire = Wire(ctx, websocket, adapter)
     close: Close | None
+    counts = _session_counts(websocket.app, ctx)
+    claimed = False
     try:
         device = await _admit(ctx, wire, adapter)
+        if not counts.claim(adapter.limit_key):
+            raise Refused(adapter.close_for(Ending.RATE_LIMITED, _TOO_MANY_SESSIONS))
+        claimed = True
         session = await adapter.open_session(ctx, device)
     except Refused as refused:
         close = refused.close
     except ClientGone:
+        if claimed:
+            counts.release(adapter.limit_key)
         return
     else:
         ctx.metrics.sessions.labels(adapter.name).inc()
@@ -210,6 +220,8 @@ async def serve(websocket: WebSocket, adapter: ProtocolAdapter) -> None:
             await ctx.close_session(session)
             ctx.metrics.sessions.labels(adapter.name).dec()
             await adapter.ended(ctx, session)
+    if claimed:
+        counts.release(adapter.limit_key)
     if close is not None and close.error is not None:
         ctx.metrics.errors.labels(adapter.name, close.error.value).inc()
     await wire.close(close)
@@ -225,7 +237,8 @@ async def _admit(ctx: ServerContext, wire: Wire, adapter: ProtocolAdapter) -> De
         device = await adapter.authenticate(ctx, wire)
     except UnavailableError as exc:  # the database cannot say: not "invalid token"
         raise Refused(adapter.close_for(Ending.UNAVAILABLE, str(exc))) from None
-    key = f"device:{device.id}"
+    client = wire.websocket.client
+    key = adapter.limit_key = limit_key(device, client.host if client else None)
     if not ctx.connection_limit.allow(key):
         retry_s = ctx.connection_limit.retry_after_s(key)
         raise Refused(adapter.close_for(Ending.RATE_LIMITED, f"retry in {retry_s:.0f} s"))
@@ -233,6 +246,20 @@ async def _admit(ctx: ServerContext, wire: Wire, adapter: ProtocolAdapter) -> De
     if not wire.accepted:
         await wire.accept(adapter.subprotocol(wire.websocket.scope.get("subprotocols", [])))
     return device
+
+
+_TOO_MANY_SESSIONS = "too many sessions open for this device (server.max_sessions_per_device)"
+
+
+def _session_counts(app: Any, ctx: ServerContext) -> SessionCounts:
+    """Open sessions per device, for every WebSocket protocol (one per app and context)."""
+    counts: SessionCounts | None = getattr(app.state, "session_counts", None)
+    if counts is None or getattr(app.state, "session_counts_of", None) is not ctx:
+        counts = app.state.session_counts = SessionCounts(
+            ctx.settings.server.max_sessions_per_device
+        )
+        app.state.session_counts_of = ctx
+    return counts
 
 
 def _refuse_if_shutting_down(ctx: ServerContext, adapter: ProtocolAdapter) -> None:

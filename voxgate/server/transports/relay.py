@@ -33,6 +33,7 @@ from voxgate.protocols.relay import (
 )
 from voxgate.server.auth import bearer_token
 from voxgate.server.context import CharacterChoice, ServerContext
+from voxgate.server.policy import prompt_override_refusal, shared_token_refusal
 from voxgate.server.runner import feed_audio
 from voxgate.server.transports.connection import ProtocolAdapter, Refused, Wire, endpoint
 from voxgate.store.records import Device
@@ -62,6 +63,9 @@ class RelayAdapter(ProtocolAdapter):
     def __init__(self) -> None:
         self.connection: RelayConnection | None = None
         self.app: Any = None
+        self.heard_at = 0.0
+        """When the client last sent anything (the loop's clock): the idle timeout counts from
+        it."""
         self.session_id = ""
         self.device_id = 0
 
@@ -104,6 +108,9 @@ class RelayAdapter(ProtocolAdapter):
             if device is None:
                 message = "invalid token" if start_token else "a device token is required"
                 raise Refused(self.close_for(Ending.UNAUTHORIZED, message))
+        refusal = shared_token_refusal(device, PROTOCOL)
+        if refusal is not None:
+            raise Refused(self.close_for(Ending.UNAUTHORIZED, refusal))
         self.device_id = device.id
         return device
 
@@ -123,6 +130,7 @@ class RelayAdapter(ProtocolAdapter):
 
     async def open_session(self, ctx: ServerContext, device: Device) -> VoiceSession:
         start = self._start
+        self.idle_timeout_s = ctx.settings.server.relay_idle_timeout_s
         self.turn = _turn_settings(ctx.settings.turn, start)
         self.choice = await _character(ctx, device, start)
         session = await ctx.open_session(
@@ -162,9 +170,23 @@ class RelayAdapter(ProtocolAdapter):
     def encoder(self, session: VoiceSession) -> EventEncoder:
         return RelayEncoder(session.was_interrupted)
 
+    async def watch(self, session: VoiceSession) -> Close:
+        """A session whose client sends nothing for ``server.relay_idle_timeout_s`` is closed:
+        a client streams audio (silence too) while it talks, so only a stuck or idle one goes
+        quiet, and sixty of those must not hold their slots."""
+        loop = asyncio.get_running_loop()
+        self.heard_at = loop.time()
+        while True:
+            left = self.heard_at + self.idle_timeout_s - loop.time()
+            if left <= 0:
+                detail = f"nothing from the client for {self.idle_timeout_s:.0f} s"
+                return self.close_for(Ending.TIMEOUT, detail)
+            await asyncio.sleep(left)
+
     async def receive(
         self, ctx: ServerContext, wire: Wire, session: VoiceSession, data: str | bytes
     ) -> Close | None:
+        self.heard_at = asyncio.get_running_loop().time()
         try:
             inbound = await self._take(ctx, wire, data)
         except Refused as refused:
@@ -223,11 +245,18 @@ def _turn_settings(turn: TurnSettings, start: SessionStart) -> TurnSettings:
 async def _character(ctx: ServerContext, device: Device, start: SessionStart) -> CharacterChoice:
     """The stored character the client or device names (else the default), with the client's
     adjustments."""
+    given = start.character
+    refusal = prompt_override_refusal(
+        ctx.settings.server,
+        given.id or device.settings.character,
+        replaces_prompt=given.system_prompt is not None,
+    )
+    if refusal is not None:
+        raise Refused(codec.close_for(Ending.BAD_REQUEST, refusal))
     try:
         choice = await ctx.character_for(device, start.character.id)
     except NotFoundError as exc:
         raise Refused(codec.close_for(Ending.BAD_REQUEST, str(exc))) from None
-    given = start.character
     update = {
         key: value
         for key, value in (
