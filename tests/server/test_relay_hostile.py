@@ -92,6 +92,15 @@ async def test_bad_turn_detection_and_huge_played_ms_are_clear_errors(tmp_path: 
     assert done["event"] == "turn.done" and done["payload"]["reply_text"] == "Fine."
 
 
+@asynccontextmanager
+async def ready_session(url: str, token: str) -> AsyncIterator[ClientConnection]:
+    """A relay connection past ``session.ready``."""
+    async with connect(url, additional_headers=_bearer(token)) as ws:
+        await _send(ws, "session.start", 1, {"greeting": False})
+        await _next(ws, "session.ready")
+        yield ws
+
+
 async def _start(
     url: str, token: str, payload: dict[str, Any]
 ) -> tuple[dict[str, Any], int | None]:
@@ -122,13 +131,9 @@ async def test_locked_characters_keep_their_prompt(tmp_path: Path) -> None:
 @bounded(40)
 async def test_a_silent_session_is_closed_and_a_talking_one_is_not(tmp_path: Path) -> None:
     async with relay_server(tmp_path, relay_idle_timeout_s=1.0) as (url, token):
-        async with connect(url, additional_headers=_bearer(token)) as silent:
-            await _send(silent, "session.start", 1, {"greeting": False})
-            await _next(silent, "session.ready")
+        async with ready_session(url, token) as silent:
             silent_code = await _close_code(silent)
-        async with connect(url, additional_headers=_bearer(token)) as talking:
-            await _send(talking, "session.start", 1, {"greeting": False})
-            await _next(talking, "session.ready")
+        async with ready_session(url, token) as talking:
             for _ in range(6):
                 await talking.send(bytes(640))  # 20 ms of silence, every 0.4 s
                 await asyncio.sleep(0.4)
@@ -140,13 +145,8 @@ async def test_a_silent_session_is_closed_and_a_talking_one_is_not(tmp_path: Pat
 @bounded(40)
 async def test_one_device_holds_a_bounded_number_of_sessions(tmp_path: Path) -> None:
     async with relay_server(tmp_path, max_sessions_per_device=2) as (url, token):
-        async with connect(url, additional_headers=_bearer(token)) as first:
-            await _send(first, "session.start", 1, {"greeting": False})
-            await _next(first, "session.ready")
-            async with connect(url, additional_headers=_bearer(token)) as second:
-                await _send(second, "session.start", 1, {"greeting": False})
-                await _next(second, "session.ready")
-                third, third_code = await _start(url, token, {})
+        async with ready_session(url, token), ready_session(url, token):
+            third, third_code = await _start(url, token, {})
         again, _ = await _start(url, token, {})  # the others closed: room again
     assert third["event"] == "error" and third["payload"]["code"] == "rate_limited"
     assert third_code == 4429

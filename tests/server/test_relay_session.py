@@ -605,25 +605,3 @@ async def test_a_stored_characters_prompt_and_voice_are_used(tmp_path: Path) -> 
     assert set(fakes.tts.voices) == {"v9"}
     assert refused["event"] == "error" and "no character 'nobody'" in refused["payload"]["message"]
     assert code == 4400
-
-
-@bounded(30)
-async def test_devices_on_the_shared_token_never_see_each_others_conversation(
-    tmp_path: Path,
-) -> None:
-    shared = "the-firmware-token-0123456789"
-    fakes = Fakes(llm=FakeLLM(["Noted."], ["Hello."]))
-    async with serve(tmp_path, fakes, shared_token=shared) as server:
-        async with client(server.url, shared) as c:
-            await c.start(greeting=False)
-            await c.send("text.input", {"text": "My PIN is 1234."})
-            await c.until("turn.done")
-        async with client(server.url, server.token) as c:  # a device of its own: resumes
-            own = await c.start(greeting=False)
-        async with client(server.url, shared) as c:
-            other = await c.start(greeting=False)
-            await c.send("text.input", {"text": "What is my PIN?"})
-            await c.until("turn.done")
-    assert own["resumed"] is False  # nothing said on this device yet
-    assert other["resumed"] is False
-    assert [m.content for m in fakes.llm.calls[1][1:]] == ["What is my PIN?"]

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.fakes import pcm_bytes, silence
+from tests.fakes import FakeLLM, Fakes, FakeSTT, FakeTTS, pcm_bytes, silence
 from tests.server.test_assistant_proxy_session import (
     CHUNK_BYTES,
     FIRMWARE_TOKEN,
     REPLY,
     WORD_BYTES,
     _speech,
+    http_turn,
     post_chunk,
     serve,
 )
@@ -76,3 +77,20 @@ async def test_the_shared_token_opens_only_the_proxy_routes(tmp_path: Path) -> N
         )
     assert characters.status_code == 401 and "shared token" in characters.json()["error"]["message"]
     assert own.status_code == 200
+
+
+async def test_devices_on_the_shared_token_never_see_each_others_conversation(
+    tmp_path: Path,
+) -> None:
+    """(Moved from the relay, which the shared token no longer opens.)"""
+    fakes = Fakes(
+        stt=FakeSTT(["My PIN is 1234.", "What is my PIN?"]),
+        llm=FakeLLM(["Noted."], ["Hello."]),
+        tts=FakeTTS(sample_rate_hz=24_000, ms_per_word=100),
+    )
+    async with serve(tmp_path, fakes, shared_token=FIRMWARE_TOKEN) as server:
+        for address, session_id in (("127.0.0.1", "esp32-a"), ("127.0.0.2", "esp32-b")):
+            async with _device_at(address, server.http) as device:
+                reply = await http_turn(device, FIRMWARE_TOKEN, session_id, _speech())
+                assert reply.content, reply.headers
+    assert [m.content for m in fakes.llm.calls[1][1:]] == ["What is my PIN?"]
