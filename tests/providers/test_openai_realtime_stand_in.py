@@ -48,10 +48,11 @@ from voxgate.core.events import (
     Transcript,
     TurnDone,
 )
+from voxgate.core.turns import ClientCommit, ServerVAD
 from voxgate.pipeline.history import Exchange
+from voxgate.pipeline.realtime_session import RealtimeSession
 from voxgate.providers import openai_realtime as wire
 from voxgate.providers.openai_realtime import OpenAIRealtimeSettings
-from voxgate.providers.openai_realtime_session import RealtimeSession
 
 API_KEY = "sk-test-realtime-5c1f9e27"
 RATE = 24_000
@@ -217,6 +218,8 @@ class RealtimeStandIn:
         await ws.send(json.dumps({"type": kind, "event_id": f"event_{id(fields)}", **fields}))
 
     async def _vad(self, ws: ServerConnection, up: Upstream) -> None:
+        if up.session["audio"]["input"]["turn_detection"] is None:
+            return  # turn_detection null: no server VAD, the client commits
         samples = up.samples
         while up.analysed + FRAME <= len(samples):
             frame = samples[up.analysed : up.analysed + FRAME].astype(np.float64)
@@ -606,6 +609,46 @@ async def test_history_and_greeting_go_upstream_stand_in(stand_in: RealtimeStand
     done = events[-1]
     assert isinstance(done, TurnDone) and done.user_text == ""
     assert session.history.exchanges[-1] == Exchange(None, REPLY_TEXT)
+
+
+async def test_client_commit_detection_turns_server_vad_off_stand_in(
+    stand_in: RealtimeStandIn,
+) -> None:
+    """ClientCommit: ``turn_detection: null`` upstream; silence ends nothing, the commit does."""
+    session = open_session(stand_in.base_url("ok"), detection=ClientCommit())
+    assert not session.commit_turn()  # nothing sent yet
+    await feed(session, concat(clip(), silence(1500)))
+    await asyncio.sleep(0.3)
+    up = stand_in.upstreams[0]
+    assert up.session["audio"]["input"]["turn_detection"] is None
+    assert up.of_type("input_audio_buffer.commit") == []
+    assert session.commit_turn()
+    events = await collect_until(session, turn_done(1))
+    await session.close()
+    assert len(up.of_type("input_audio_buffer.commit")) == 1
+    assert SpeechStarted not in [type(e) for e in events]  # nobody finds speech upstream
+    done = events[-1]
+    assert isinstance(done, TurnDone) and done.user_text == TRANSCRIPT
+    assert done.reply_text == REPLY_TEXT
+
+
+async def test_server_vad_detection_sets_the_upstream_vad_stand_in(
+    stand_in: RealtimeStandIn,
+) -> None:
+    """A protocol's ServerVAD (Elato's longer wait) wins over ``[realtime]``'s own values, which
+    are the default."""
+    chosen = open_session(stand_in.base_url("ok"), detection=ServerVAD(1000, 0.7))
+    default = open_session(stand_in.base_url("ok"))
+    await feed(chosen, silence(100))
+    await feed(default, silence(100))
+    await asyncio.sleep(0.3)
+    await chosen.close()
+    await default.close()
+    detections = [up.session["audio"]["input"]["turn_detection"] for up in stand_in.upstreams]
+    configured = settings("ws://unused")
+    assert sorted((d["silence_duration_ms"], d["threshold"]) for d in detections) == sorted(
+        [(1000, 0.7), (configured.silence_duration_ms, configured.vad_threshold)]
+    )
 
 
 async def test_client_commit_stand_in(stand_in: RealtimeStandIn) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from alembic.util.exc import CommandError
-from sqlalchemy.exc import SQLAlchemyError
 
 from voxgate.commands.common import ConfigOption, fail, run, say, settings_from
+from voxgate.core.errors import StoreError, UnavailableError
 from voxgate.store.database import Database, database_url
+from voxgate.store.errors import StoreInvalid
 from voxgate.store.retention import Pruned, prune
 
 T = TypeVar("T")
@@ -28,9 +28,9 @@ def _on_database(config: Path | None, operation: Callable[[Database], Awaitable[
         try:
             async with asyncio.timeout(settings.database.connect_timeout_s):
                 return await operation(database)
-        except CommandError as exc:
+        except StoreInvalid as exc:
             fail(str(exc))
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (StoreError, UnavailableError, OSError, TimeoutError) as exc:
             fail(f"cannot use the database at {database.display_url}: {str(exc) or 'timed out'}")
         finally:
             await database.close()

@@ -62,7 +62,7 @@ _ENGINES: dict[str, dict[str, Engine]] = {
     "s2s": {
         "openai-realtime": Engine(
             "voxgate.providers.openai_realtime:OpenAIRealtimeSettings",
-            "voxgate.providers.openai_realtime_session:create",
+            "voxgate.pipeline.realtime_session:create",
         ),
     },
 }

@@ -15,6 +15,7 @@ from voxgate.core.capabilities import Float32Array, StreamingSpeechToText, can_s
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode
 from voxgate.core.events import ErrorEvent, Event, SpeechStarted, SpeechStopped, Transcript
+from voxgate.core.turns import ServerVAD, TurnDetection
 from voxgate.pipeline.audio_input import AudioInput, UtteranceRecorder
 from voxgate.pipeline.endpointing import (
     Decision,
@@ -32,6 +33,23 @@ from voxgate.pipeline.reply import Clock, ReplyContext, ReplyRequest, ReplyRun
 from voxgate.pipeline.stt_stream import UtteranceStream
 
 logger = logging.getLogger(__name__)
+
+
+def _endpointer_config(
+    turn: TurnSettings, detection: TurnDetection, chunk_ms: float
+) -> EndpointerConfig:
+    """Server VAD ends the turn on silence (and may start the reply early); with client commits
+    silence never does: the VAD only finds the speech, and a monologue is still cut at
+    ``max_utterance_ms``."""
+    server_vad = detection if isinstance(detection, ServerVAD) else None
+    return EndpointerConfig(
+        chunk_ms=chunk_ms,
+        threshold=detection.threshold,
+        min_speech_ms=turn.min_speech_ms,
+        end_of_turn_silence_ms=server_vad.silence_ms if server_vad else math.inf,
+        speculative_start_ms=turn.speculative_start_ms if server_vad else None,
+        max_utterance_ms=turn.max_utterance_ms,
+    )
 
 
 class TurnSession:
@@ -52,7 +70,10 @@ class TurnSession:
         clock: Clock = time.perf_counter,
         turn_gate: Callable[[], bool] | None = None,
         observer: Callable[[Event], None] | None = None,
+        detection: TurnDetection | None = None,
     ) -> None:
+        """``detection``: who ends the user's turn (default: the server, after
+        ``turn.end_of_turn_silence_ms`` of silence)."""
         self._engines = engines
         self._turn = turn
         self._turn_gate = turn_gate  # False: the device is over its turn rate limit
@@ -73,16 +94,8 @@ class TurnSession:
         self._chunk_ms = chunk_ms
         self._input = AudioInput(vad.sample_rate_hz, vad.chunk_samples)
         self._vad = vad.new_stream()
-        self._endpointer = Endpointer(
-            EndpointerConfig(
-                chunk_ms=chunk_ms,
-                threshold=0.5,
-                min_speech_ms=turn.min_speech_ms,
-                end_of_turn_silence_ms=turn.end_of_turn_silence_ms,
-                speculative_start_ms=turn.speculative_start_ms,
-                max_utterance_ms=turn.max_utterance_ms,
-            )
-        )
+        self.detection = detection or ServerVAD(turn.end_of_turn_silence_ms)
+        self._endpointer = Endpointer(_endpointer_config(turn, self.detection, chunk_ms))
         pre_roll = math.ceil((turn.pre_roll_ms + turn.min_speech_ms) / chunk_ms) + 1
         self._recorder = UtteranceRecorder(pre_roll)
         self._chunk_index = -1
@@ -103,17 +116,6 @@ class TurnSession:
         )
         self._stream: UtteranceStream | None = None
         self._stream_closers: set[asyncio.Task[None]] = set()
-
-    def set_vad_threshold(self, threshold: float) -> None:
-        cfg = self._endpointer.config
-        self._endpointer.config = EndpointerConfig(
-            cfg.chunk_ms,
-            threshold,
-            cfg.min_speech_ms,
-            cfg.end_of_turn_silence_ms,
-            cfg.speculative_start_ms,
-            cfg.max_utterance_ms,
-        )
 
     # -- reading ----------------------------------------------------------------------------
 

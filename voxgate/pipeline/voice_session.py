@@ -1,6 +1,6 @@
 """What a transport needs of a session: :class:`~voxgate.pipeline.session.TurnSession` (the
 cascade) is one, and so is a speech-to-speech provider's session
-(:class:`~voxgate.providers.openai_realtime_session.RealtimeSession`)."""
+(:class:`~voxgate.pipeline.realtime_session.RealtimeSession`)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from voxgate.core.engine_settings import RealtimeSettings
 from voxgate.core.errors import ConfigError, ErrorCode, ProviderError
+from voxgate.core.turns import ServerVAD, TurnDetection
 
 RATE_HZ = 24_000
 """The only PCM rate the Realtime API takes and gives."""
@@ -74,21 +75,31 @@ def realtime_url(settings: OpenAIRealtimeSettings) -> str:
     return f"{settings.base_url}/realtime?model={quote(settings.model)}"
 
 
-def session_update(settings: OpenAIRealtimeSettings, instructions: str) -> dict[str, Any]:
-    """Server VAD that answers on its own but leaves barge-in to voxgate (which knows what was
-    played), PCM at 24 kHz both ways, audio replies with their transcript."""
+def default_detection(settings: OpenAIRealtimeSettings) -> ServerVAD:
+    """Turn detection when the protocol does not choose: ``vad_threshold`` and
+    ``silence_duration_ms`` of ``[realtime]``."""
+    return ServerVAD(settings.silence_duration_ms, settings.vad_threshold)
+
+
+def session_update(
+    settings: OpenAIRealtimeSettings, instructions: str, detection: TurnDetection | None = None
+) -> dict[str, Any]:
+    """PCM at 24 kHz both ways, audio replies with their transcript, and the turn detection asked
+    for: server VAD that answers on its own but leaves barge-in to voxgate (which knows what was
+    played), or none (``turn_detection: null``: the client commits each turn)."""
+    detection = detection or default_detection(settings)
     audio_format = {"type": "audio/pcm", "rate": RATE_HZ}
-    audio_input: dict[str, Any] = {
-        "format": audio_format,
-        "turn_detection": {
+    turn_detection: dict[str, Any] | None = None
+    if isinstance(detection, ServerVAD):
+        turn_detection = {
             "type": "server_vad",
-            "threshold": settings.vad_threshold,
+            "threshold": detection.threshold,
             "prefix_padding_ms": settings.prefix_padding_ms,
-            "silence_duration_ms": settings.silence_duration_ms,
+            "silence_duration_ms": detection.silence_ms,
             "create_response": True,
             "interrupt_response": False,
-        },
-    }
+        }
+    audio_input: dict[str, Any] = {"format": audio_format, "turn_detection": turn_detection}
     if settings.transcription_model:
         audio_input["transcription"] = {"model": settings.transcription_model}
     return {

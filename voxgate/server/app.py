@@ -23,7 +23,7 @@ from voxgate.core.config import Settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
 from voxgate.pipeline.engines import warm_up
-from voxgate.server import admin_api, elato_tokens
+from voxgate.server import admin_api, characters_api, elato_tokens
 from voxgate.server.auth import bearer_token
 from voxgate.server.context import ServerContext
 from voxgate.server.headers import SecurityHeaders
@@ -183,6 +183,7 @@ def create_app(
         *relay.routes(settings),
         *admin_api.routes(),
         *assistant_proxy.routes(settings),
+        *characters_api.routes(),
         *web.routes(settings),  # HTTP "/": the page; Elato's WebSocket "/" still matches
         *elato_tokens.routes(),
         *elato.routes(settings),  # last: it may own "/" for WebSockets

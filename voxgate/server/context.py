@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from voxgate.core import registry
 from voxgate.core.config import CharacterSettings, Settings, TurnSettings
 from voxgate.core.errors import NotFoundError, UnavailableError
+from voxgate.core.turns import ClientCommit, ServerVAD, TurnDetection
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.history import Conversation
 from voxgate.pipeline.voice_session import VoiceSession
@@ -76,11 +79,36 @@ class ServerContext:
             token, server.shared_token.get_secret_value()
         ):
             return await self._pseudo_device(SHARED_TOKEN_DEVICE)
-        digest = token_hash(token)
+        device = await self._checked(token_hash(token), self._by_token(token))
+        if device is not None:
+            # Queued, not awaited: a locked database must not hold up (or fail) the login.
+            self.store.writer.submit(DeviceSeen(device.id))
+        return device
+
+    async def device_for_credential(self, credential: str, device_id: int) -> Device | None:
+        """The device a credential that names it (an ElatoAI token) is for, looked up like a
+        token: while the database is away, a device that connected with it before is known."""
+
+        async def lookup() -> Device | None:
+            try:
+                return await self.store.devices.get(device_id)
+            except NotFoundError:
+                return None
+
+        return await self._checked(token_hash(credential), lookup())
+
+    def _by_token(self, token: str) -> Coroutine[Any, Any, Device | None]:
+        return self.store.devices.authenticate(token, note_seen=False)
+
+    async def _checked(
+        self, digest: str, lookup: Coroutine[Any, Any, Device | None]
+    ) -> Device | None:
+        """The device ``lookup`` finds, remembered under ``digest`` for an outage. Raises
+        UnavailableError when the database cannot say, for a credential not seen before."""
         try:
             async with asyncio.timeout(AUTH_TIMEOUT_S):
-                device = await self.store.devices.authenticate(token, note_seen=False)
-        except Exception as exc:
+                device = await lookup
+        except (UnavailableError, TimeoutError) as exc:
             known = self._known_tokens.get(digest)
             logger.warning("cannot check a token in the database (%s); known: %s", exc, bool(known))
             if known is None:
@@ -93,8 +121,6 @@ class ServerContext:
             self._known_tokens.pop(digest, None)
         else:
             self._known_tokens[digest] = device
-            # Queued, not awaited: a locked database must not hold up (or fail) the login.
-            self.store.writer.submit(DeviceSeen(device.id))
         return device
 
     async def _pseudo_device(self, name: str) -> Device:
@@ -102,7 +128,7 @@ class ServerContext:
             try:
                 async with asyncio.timeout(AUTH_TIMEOUT_S):
                     self._pseudo_devices[name] = await self.store.devices.ensure(name)
-            except Exception as exc:  # made on first use: the database must take a write
+            except (UnavailableError, TimeoutError) as exc:  # made on first use: a write
                 raise UnavailableError(
                     f"cannot set up the {name} device now (the database is busy or away); try again"
                 ) from exc
@@ -129,7 +155,7 @@ class ServerContext:
                 raise
             logger.warning("device %s has character %r, which is gone", device.name, slug)
             return CharacterChoice(self.settings.character, None)
-        except Exception as exc:  # the database is away: talk as the default character
+        except UnavailableError as exc:  # the database is away: talk as the default character
             logger.warning("cannot read character %r (%s); using the default", slug, exc)
             return CharacterChoice(self.settings.character, None)
         settings = self.settings.character.model_copy(
@@ -152,9 +178,12 @@ class ServerContext:
         turn: TurnSettings | None = None,
         character: CharacterChoice | None = None,
         limit_key: str | None = None,
+        detection: TurnDetection | None = None,
     ) -> VoiceSession:
         """A new session for one connection. It continues the device's last conversation with
-        the same character (its last turns), and is recorded as it goes."""
+        the same character (its last turns), and is recorded as it goes. ``detection``: how the
+        protocol has its turns end (None: the configured server VAD, the cascade's or the
+        speech-to-speech engine's own)."""
         turn = turn or self.settings.turn
         if character is None:
             character = await self.character_for(device)
@@ -189,6 +218,7 @@ class ServerContext:
                 prices=self.settings.prices,
                 turn_gate=lambda: self.turn_limit.allow(key),
                 observer=recorder,
+                detection=detection,
             )
         else:
             session = TurnSession(
@@ -199,11 +229,22 @@ class ServerContext:
                 history=history,
                 turn_gate=lambda: self.turn_limit.allow(key),
                 observer=recorder,
+                detection=detection or self.server_vad(),
             )
         self.sessions.add(session)
         self._recorders[session] = recorder
         self._devices_of[session] = device.id
         return session
+
+    def server_vad(self, silence_ms: int | None = None) -> ServerVAD:
+        """The server ends turns after ``silence_ms`` (default ``turn.end_of_turn_silence_ms``)
+        of silence, speech being what the VAD scores over ``vad.threshold``."""
+        silence_ms = silence_ms or self.settings.turn.end_of_turn_silence_ms
+        return ServerVAD(silence_ms, self.settings.vad.threshold)
+
+    def client_commit(self) -> ClientCommit:
+        """The client ends turns; the VAD (over ``vad.threshold``) only finds the speech."""
+        return ClientCommit(self.settings.vad.threshold)
 
     async def _earlier(
         self, device: Device, character: CharacterChoice, turn: TurnSettings
@@ -219,7 +260,7 @@ class ServerContext:
                 return await self.store.conversations.latest(
                     device.id, character.character_id, turn.max_history_turns
                 )
-        except Exception as exc:
+        except (UnavailableError, TimeoutError) as exc:
             logger.warning("starting %s without its history: %s", device.name, exc)
             return None
 

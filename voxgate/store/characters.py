@@ -7,10 +7,10 @@ import time
 from dataclasses import asdict
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from voxgate.core.errors import NotFoundError, StoreError
 from voxgate.store.database import Database
+from voxgate.store.errors import StoreConflict
 from voxgate.store.records import Character
 from voxgate.store.schema import CharacterRow
 from voxgate.store.text import check_name, check_storable
@@ -133,5 +133,5 @@ class Characters:
                 if row is None:
                     raise NotFoundError(f"no character {slug!r}")
                 await session.delete(row)
-        except IntegrityError:  # pragma: no cover - foreign keys are SET NULL
-            raise StoreError(f"character {slug!r} is in use") from None
+        except StoreConflict:  # pragma: no cover - foreign keys are SET NULL
+            raise StoreConflict(f"character {slug!r} is in use") from None

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,19 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from voxgate.core.errors import ConfigError
+from voxgate.store.errors import StoreInvalid, translated
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,27 @@ def keep_private(url: str) -> None:
                 file.chmod(0o600)
 
 
+class Sessions:
+    """``async with sessions() as session`` (reads) or ``sessions.begin()`` (a transaction that
+    commits on exit), with every database failure inside raised as a store error
+    (:mod:`voxgate.store.errors`)."""
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+        self._maker = maker
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncSession]:
+        with translated():
+            async with self._maker() as session:
+                yield session
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        with translated():
+            async with self._maker.begin() as session:
+                yield session
+
+
 class Database:
     """One engine per process; every store module works through :attr:`sessions`."""
 
@@ -96,7 +125,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = Sessions(async_sessionmaker(self.engine, expire_on_commit=False))
 
     @property
     def display_url(self) -> str:
@@ -121,8 +150,9 @@ class Database:
         def current(connection: Connection) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
 
-        async with self.engine.connect() as connection:
-            return await connection.run_sync(current)
+        with translated():
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(current)
 
     @staticmethod
     def head_revision() -> str | None:
@@ -134,8 +164,12 @@ class Database:
             config.attributes["connection"] = connection
             run(config)
 
-        async with self.engine.begin() as connection:
-            await connection.run_sync(migrate)
+        try:
+            with translated():
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(migrate)
+        except CommandError as exc:  # a revision Alembic does not know, say
+            raise StoreInvalid(str(exc)) from None
 
 
 def _alembic_config() -> Config:

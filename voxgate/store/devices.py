@@ -19,6 +19,7 @@ from sqlalchemy.orm import aliased
 
 from voxgate.core.errors import ConfigError, NotFoundError, StoreError
 from voxgate.store.database import Database
+from voxgate.store.errors import StoreConflict
 from voxgate.store.records import Device, DeviceSettings
 from voxgate.store.schema import CharacterRow, DeviceRow, UserRow
 from voxgate.store.text import check_name
@@ -105,7 +106,7 @@ class Devices:
                 await session.flush()
             except IntegrityError:
                 taken = f"a device named {name!r}" + (f" or with MAC {mac}" if mac else "")
-                raise StoreError(f"{taken} exists") from None
+                raise StoreConflict(f"{taken} exists") from None
             device_id = row.id
         return await self.get(device_id), token
 
@@ -116,7 +117,7 @@ class Devices:
                 found = await session.scalar(select(DeviceRow.id).where(DeviceRow.name == name))
                 if found is None:
                     session.add(DeviceRow(name=name, created_at=time.time()))
-        except IntegrityError:
+        except StoreConflict:
             pass  # made meanwhile by a concurrent request (the first devices on a shared token)
         try:
             return await self.by_name(name)

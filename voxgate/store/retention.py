@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Table, delete, func, select
 
 from voxgate.core.config import DatabaseSettings
 from voxgate.store.database import Database
+from voxgate.store.errors import translated
 from voxgate.store.schema import ConversationRow, ErrorRow, UsageRow
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,10 @@ async def _delete_older(
         return 0
     deleted = 0
     while True:
-        async with database.engine.begin() as connection:
-            ids = select(table.c.id).where(when < before).limit(SLICE)
-            result = await connection.execute(delete(table).where(table.c.id.in_(ids)))
+        with translated():
+            async with database.engine.begin() as connection:
+                ids = select(table.c.id).where(when < before).limit(SLICE)
+                result = await connection.execute(delete(table).where(table.c.id.in_(ids)))
         count = int(result.rowcount or 0)
         deleted += count
         if count < SLICE:

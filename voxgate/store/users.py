@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from voxgate.core.errors import NotFoundError, StoreError
 from voxgate.store.database import Database
+from voxgate.store.errors import StoreConflict
 from voxgate.store.records import User
 from voxgate.store.schema import UserRow
 from voxgate.store.text import check_name
@@ -31,8 +31,8 @@ class Users:
         try:
             async with self._db.sessions.begin() as session:
                 session.add(row)
-        except IntegrityError:
-            raise StoreError(f"a user named {name!r} exists") from None
+        except StoreConflict:
+            raise StoreConflict(f"a user named {name!r} exists") from None
         return _record(row)
 
     async def all(self) -> list[User]:

@@ -14,18 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from voxgate.core.config import Settings
-from voxgate.core.errors import ConfigError, NotFoundError, StoreError
+from voxgate.core.errors import ConfigError, NotFoundError, StoreError, UnavailableError
 from voxgate.server.admin_api import _handlers as h
 from voxgate.server.admin_api._handlers import AdminContext, Handler
 from voxgate.server.admin_api._input import ApiError
 from voxgate.server.auth import bearer_token
 from voxgate.store.devices import same_secret
+from voxgate.store.errors import StoreConflict
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +79,12 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error_response(exc.status, exc.code, str(exc))
         except NotFoundError as exc:
             return error_response(404, "not_found", str(exc))
-        except (StoreError, ConfigError, DataError) as exc:
+        except StoreConflict as exc:
+            return error_response(409, "conflict", str(exc))
+        except (StoreError, ConfigError) as exc:
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             return error_response(400, "bad_request", first_line)
-        except IntegrityError:
-            return error_response(409, "conflict", "that conflicts with what is stored")
-        except (DBAPIError, OSError, TimeoutError) as exc:
+        except (UnavailableError, OSError, TimeoutError) as exc:
             logger.warning("admin API: the database is unavailable: %s", exc)
             return error_response(503, "unavailable", "the database is unavailable; try again")
 

@@ -57,8 +57,6 @@ def observe_event(ctx: ServerContext, event: Event) -> None:
 
 IDLE_EXPIRY_S = 300.0
 MAX_SESSIONS_PER_DEVICE = 8
-DEVICE_ENDS_TURN_MS = 600_000
-"""On the HTTP path the device ends the turn (``is_final``); server VAD only finds the speech."""
 
 
 class Refused(Exception):
@@ -102,14 +100,9 @@ class HttpSessions:
         self._clock = clock
         self._entries: dict[tuple[str, str], HttpSession] = {}
         """By (limit key, session_id): a device's ids, or on the shared token one client's."""
-        turn = ctx.settings.turn
-        self._turn = turn.model_copy(
-            update={
-                "end_of_turn_silence_ms": max(DEVICE_ENDS_TURN_MS, turn.max_utterance_ms),
-                "speculative_start_ms": None,
-                "barge_in": False,
-            }
-        )
+        self._turn = ctx.settings.turn.model_copy(update={"barge_in": False})
+        # On the HTTP path the device ends the turn (``is_final``); server VAD only finds speech.
+        self._detection = ctx.client_commit()
 
     @classmethod
     def of(cls, app: Any, ctx: ServerContext) -> HttpSessions:
@@ -165,7 +158,11 @@ class HttpSessions:
             victims.append(oldest)
             del self._entries[oldest.key]
         session = await ctx.open_session(
-            device, output_rate_hz=OUTPUT_RATE_HZ, turn=self._turn, limit_key=bucket
+            device,
+            output_rate_hz=OUTPUT_RATE_HZ,
+            turn=self._turn,
+            limit_key=bucket,
+            detection=self._detection,
         )
         ctx.metrics.sessions.labels(PROTOCOL).inc()
         ctx.metrics.sessions_total.labels(PROTOCOL).inc()

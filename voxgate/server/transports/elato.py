@@ -19,17 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from voxgate.core.config import Settings
-from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, UnavailableError
+from voxgate.core.errors import ConfigError, ProtocolError
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import elato
 from voxgate.protocols.closing import Close, Ending
 from voxgate.protocols.frames import EventEncoder
 from voxgate.server.auth import bearer_token
-from voxgate.server.context import AUTH_TIMEOUT_S, CharacterChoice, ServerContext
+from voxgate.server.context import CharacterChoice, ServerContext
 from voxgate.server.runner import SessionEnded, feed_audio
 from voxgate.server.transports.connection import ProtocolAdapter, Refused, Wire, endpoint
 from voxgate.store.devices import normalize_mac
@@ -69,15 +68,8 @@ async def _authorize(ctx: ServerContext, wire: Wire) -> Device | str:
         claims = elato.verify_token(secret.get_secret_value(), token, mac=mac)
     except (ProtocolError, ConfigError) as exc:
         return str(exc)
-    try:
-        async with asyncio.timeout(AUTH_TIMEOUT_S):
-            device: Device | None = await ctx.store.devices.get(claims.device_id)
-    except NotFoundError:
-        device = None
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
-        raise UnavailableError(
-            f"the device database is unavailable ({type(exc).__name__}); try again shortly"
-        ) from exc
+    # Raises UnavailableError when the database cannot say (and the device is not known).
+    device = await ctx.device_for_credential(token, claims.device_id)
     if device is None or not device.active or device.mac != mac:
         return f"device {mac} is not registered, or has been revoked"
     if claims.generation != device.token_generation:
@@ -119,17 +111,14 @@ class ElatoAdapter(ProtocolAdapter):
         character = choice.settings
         if character.first_message is None and character.greeting_prompt is None:
             character = character.model_copy(update={"first_message": DEFAULT_FIRST_MESSAGE})
-        turn = settings.turn.model_copy(
-            update={
-                "end_of_turn_silence_ms": settings.server.elato_end_of_turn_silence_ms,
-                "barge_in": False,  # the microphone is off while the device speaks
-            }
-        )
+        # The microphone is off while the device speaks: no barge-in.
+        turn = settings.turn.model_copy(update={"barge_in": False})
         return await ctx.open_session(
             device,
             output_rate_hz=elato.OUTPUT_RATE_HZ,
             turn=turn,
             character=CharacterChoice(character, choice.character_id),
+            detection=ctx.server_vad(settings.server.elato_end_of_turn_silence_ms),
         )
 
     async def begin(self, ctx: ServerContext, wire: Wire, session: VoiceSession) -> None:

@@ -133,8 +133,14 @@ class RelayAdapter(ProtocolAdapter):
         self.idle_timeout_s = ctx.settings.server.relay_idle_timeout_s
         self.turn = _turn_settings(ctx.settings.turn, start)
         self.choice = await _character(ctx, device, start)
+        # The client commits turns; the server's VAD still finds where speech is (and barge-in).
+        client = start.turn_detection is TurnDetection.CLIENT
         session = await ctx.open_session(
-            device, output_rate_hz=start.output_rate_hz, turn=self.turn, character=self.choice
+            device,
+            output_rate_hz=start.output_rate_hz,
+            turn=self.turn,
+            character=self.choice,
+            detection=ctx.client_commit() if client else None,
         )
         # The device's conversation continues from the database; a resumed session id (a
         # reconnect to this process) gives exactly that session's history instead.
@@ -235,10 +241,6 @@ def _turn_settings(turn: TurnSettings, start: SessionStart) -> TurnSettings:
     update: dict[str, object] = {}
     if start.partial_transcripts is not None:
         update["partial_transcripts"] = start.partial_transcripts
-    if start.turn_detection is TurnDetection.CLIENT:
-        # The client commits turns; the server's VAD still finds where speech is (and barge-in).
-        update["end_of_turn_silence_ms"] = turn.max_utterance_ms
-        update["speculative_start_ms"] = None
     return turn.model_copy(update=update)
 
 

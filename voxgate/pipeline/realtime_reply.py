@@ -1,4 +1,4 @@
-"""One reply of a :class:`~voxgate.providers.openai_realtime_session.RealtimeSession`: its audio at the
+"""One reply of a :class:`~voxgate.pipeline.realtime_session.RealtimeSession`: its audio at the
 device's rate, what was played of it, its text, its usage and timings."""
 
 from __future__ import annotations

@@ -37,11 +37,12 @@ from voxgate.core.events import (
     SpeechStopped,
     Transcript,
 )
+from voxgate.core.turns import ClientCommit, TurnDetection
 from voxgate.pipeline.history import Conversation, Exchange
 from voxgate.pipeline.outbox import EventOutbox
+from voxgate.pipeline.realtime_reply import Clock, RealtimeReply, UserTurn, pcm_bytes
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.providers import openai_realtime as wire
-from voxgate.providers.openai_realtime_reply import Clock, RealtimeReply, UserTurn, pcm_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,12 @@ class RealtimeSession:
         clock: Clock = time.perf_counter,
         turn_gate: Callable[[], bool] | None = None,
         observer: Callable[[Event], None] | None = None,
+        detection: TurnDetection | None = None,
     ) -> None:
         self._settings = settings
+        self.detection = detection or wire.default_detection(settings)
+        # Without server VAD, audio since the last commit is the user's turn in progress.
+        self._client_commits = isinstance(self.detection, ClientCommit)
         self._turn = turn
         self._character = character
         self._output_rate_hz = output_rate_hz
@@ -148,6 +153,9 @@ class RealtimeSession:
             self._dropping = True
             return
         self._dropping = False
+        if self._client_commits and not self._in_speech:
+            self._in_speech = True
+            self._speech_start_ms = self._sent_ms
         self._sent_ms += samples.size * 1000.0 / wire.RATE_HZ
         self._pushes.append((self._sent_ms, self._clock()))
         self._send(wire.append_audio(pcm_bytes(samples)))
@@ -155,7 +163,8 @@ class RealtimeSession:
     def commit_turn(self) -> bool:
         """The client says the user has finished: the buffer is committed and answered.
 
-        False when there was nothing to commit: the server's VAD hears no speech in progress."""
+        False when there was nothing to commit: the server's VAD hears no speech in progress
+        (with client commits: no audio came since the last commit)."""
         if self._closed or not self._in_speech:
             return False
         self._in_speech = False
@@ -335,7 +344,7 @@ class RealtimeSession:
         """The session's set-up, its history, then client events in order."""
         instructions = self._character.system_prompt
         earlier = [(e.user_text, e.assistant_text) for e in self.history.exchanges]
-        setup = [wire.session_update(self._settings, instructions)]
+        setup = [wire.session_update(self._settings, instructions, self.detection)]
         setup += wire.history_items(
             earlier[-self.history.max_turns :] if self.history.max_turns else []
         )
