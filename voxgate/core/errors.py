@@ -14,7 +14,6 @@ class ErrorCode(StrEnum):
     LLM_FAILED = "llm_failed"
     LLM_EMPTY = "llm_empty"
     TTS_FAILED = "tts_failed"
-    UTTERANCE_TOO_LONG = "utterance_too_long"
     BAD_REQUEST = "bad_request"
     RATE_LIMITED = "rate_limited"
     UNAUTHORIZED = "unauthorized"

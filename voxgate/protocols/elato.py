@@ -193,7 +193,7 @@ class ElatoEncoder:
     after connecting, and after AUDIO.COMMITTED) and SPEAKING (after RESPONSE.CREATED). Only
     RESPONSE.COMPLETE or RESPONSE.ERROR gets it from the last two back to listening, so every turn
     the device waits for ends with exactly one of them. Control messages carry no ``turn_id``: the
-    runner drops the frames of an interrupted reply, and these must still go out.
+    event pump drops the frames of an interrupted reply, and these must still go out.
     """
 
     def __init__(self, packetizer: OpusPacketizer | None = None) -> None:

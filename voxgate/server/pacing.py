@@ -24,12 +24,6 @@ class AudioPacer:
         self._started_at = None
         self.sent_ms = 0.0
 
-    def played_ms(self) -> float:
-        """How much of the reply has played, assuming the device plays in real time."""
-        if self._started_at is None:
-            return 0.0
-        return min(self.sent_ms, (self._clock() - self._started_at) * 1000.0)
-
     async def before_send(self, audio_ms: float) -> None:
         """Wait until ``audio_ms`` more audio may go out."""
         now = self._clock()
