@@ -125,7 +125,17 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = Sessions(async_sessionmaker(self.engine, expire_on_commit=False))
+        self._sessions = Sessions(async_sessionmaker(self.engine, expire_on_commit=False))
+
+    @property
+    def sessions(self) -> Sessions:
+        return self._sessions
+
+    @sessions.setter
+    def sessions(self, sessions: Sessions | async_sessionmaker[AsyncSession]) -> None:
+        """Another session factory (tests point the store at a database that is away); a plain
+        sessionmaker is wrapped, so its failures are store errors too."""
+        self._sessions = sessions if isinstance(sessions, Sessions) else Sessions(sessions)
 
     @property
     def display_url(self) -> str:
