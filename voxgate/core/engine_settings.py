@@ -70,7 +70,8 @@ class ServiceSettings(EngineSettings):
     @field_validator("fallbacks", check_fields=False)  # each capability types its own list
     @classmethod
     def _flat(cls, fallbacks: list[ServiceSettings]) -> list[ServiceSettings]:
-        if any(getattr(f, "fallbacks", None) for f in fallbacks):
+        chained = (STTSettings, LLMSettings, TTSSettings)
+        if any(isinstance(f, chained) and f.fallbacks for f in fallbacks):
             raise ValueError(
                 "a fallback cannot have fallbacks of its own: list every engine, in order, in "
                 "the section's own fallbacks"
