@@ -10,20 +10,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Table, insert, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from voxgate.core.usage import EngineUsage
 from voxgate.store.database import Database
 from voxgate.store.error_log import write_errors
 from voxgate.store.schema import ConversationRow, DeviceRow, MessageRow, UsageRow
+from voxgate.store.write_records import (
+    ConversationClosed,
+    ConversationOpened,
+    DeviceSeen,
+    ErrorRecord,
+    HeardUpdate,
+    Record,
+    TurnRecord,
+    UsageRecord,
+)
+
+__all__ = [
+    "DROPPED",
+    "ConversationClosed",
+    "ConversationOpened",
+    "DeviceSeen",
+    "ErrorRecord",
+    "HeardUpdate",
+    "Record",
+    "TurnRecord",
+    "TurnWriter",
+    "UsageRecord",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,97 +53,8 @@ _MESSAGES: Table = MessageRow.__table__  # type: ignore[assignment]
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _DEVICES: Table = DeviceRow.__table__  # type: ignore[assignment]
 
-
-@dataclass(frozen=True, slots=True)
-class ConversationOpened:
-    conversation_id: str
-    device_id: int
-    user_id: int | None
-    character_id: int | None
-    resumed: bool
-    """True: it exists already, and is reopened."""
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationClosed:
-    conversation_id: str
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRecord:
-    conversation_id: str
-    device_id: int
-    user_id: int | None
-    turn_id: int
-    user_text: str | None
-    """None for a turn the assistant began (the greeting)."""
-    reply_text: str
-    """The reply as generated."""
-    heard_text: str | None
-    """What the user heard, when they interrupted it."""
-    interrupted: bool
-    timings: dict[str, Any]
-    usage: tuple[EngineUsage, ...]
-    session_id: str = ""
-    """The session it was said in: turn numbers restart in each, and a conversation spans many."""
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    """Usage of a turn already written: engine calls that ended after it was reported (the
-    LLM and TTS of an interrupted reply). ``at`` is the turn's, so it counts as that turn."""
-
-    conversation_id: str
-    device_id: int
-    user_id: int | None
-    usage: tuple[EngineUsage, ...]
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class HeardUpdate:
-    """A reply already written was cut short while still playing: keep what was heard."""
-
-    conversation_id: str
-    turn_id: int
-    heard_text: str
-    session_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorRecord:
-    device_id: int | None
-    conversation_id: str | None
-    code: str
-    message: str
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSeen:
-    """A device authenticated: its ``last_seen_at``, written with the next batch."""
-
-    device_id: int
-    at: float = field(default_factory=time.time)
-    paired: bool = False
-    """An ElatoAI device connected with its token: its pairing window closes."""
-
-
 DROPPED = -1
 """The ticket of a record the full queue could not take."""
-
-Record = (
-    ConversationOpened
-    | ConversationClosed
-    | TurnRecord
-    | UsageRecord
-    | HeardUpdate
-    | ErrorRecord
-    | DeviceSeen
-)
 
 
 class TurnWriter:
