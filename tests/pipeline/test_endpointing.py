@@ -19,6 +19,7 @@ from voxgate.pipeline.endpointing import (
     SpeechPaused,
     SpeechResumed,
     TurnEnded,
+    TurnMaybeEnded,
 )
 
 CHUNK_MS = 32.0
@@ -169,3 +170,108 @@ def test_commit_outside_speech_does_nothing() -> None:
     run(ep, seq((SPEECH, 2)))
     assert ep.commit() == []
     assert ep.feed(SPEECH) == [SpeechBegan(0)]
+
+
+# --- with an end-of-turn model ---------------------------------------------------------------
+# Asked after 192 ms = 6 silent chunks; fallback 1000 ms = 32 silent chunks (32 x 32 = 1024);
+# the model needs 320 ms = 10 voiced chunks.
+
+
+def with_model(**overrides: Any) -> Endpointer:
+    config: dict[str, Any] = {
+        "end_of_turn_check_ms": 192,
+        "end_of_turn_threshold": 0.5,
+        "end_of_turn_fallback_ms": 1000,
+        "end_of_turn_min_speech_ms": 320,
+    }
+    config.update(overrides)
+    return endpointer(**config)
+
+
+def test_the_model_is_asked_once_after_the_check_silence() -> None:
+    ep = with_model()
+    decisions = run(ep, seq((SPEECH, 12), (QUIET, 20)))
+    assert decisions == [(2, SpeechBegan(0)), (11 + 6, TurnMaybeEnded(last_voiced_chunk=11))]
+    assert ep.in_speech  # nothing ends until the model answers or the fallback passes
+
+
+def test_a_sure_answer_ends_the_turn_at_once() -> None:
+    ep = with_model()
+    run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert ep.end_of_turn_probability(11, 0.93) == [TurnEnded(11, forced=False)]
+    assert not ep.in_speech
+    assert run(ep, seq((QUIET, 40))) == []  # and nothing more comes of the silence
+
+
+def test_an_unsure_answer_waits_for_the_fallback_not_the_fixed_silence() -> None:
+    ep = with_model()
+    run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert ep.end_of_turn_probability(11, 0.2) == []
+    # 6 silent chunks so far; the fallback needs 32, the plain 500 ms would have ended at 16.
+    decisions = run(ep, seq((QUIET, 30)))
+    assert decisions == [(25, TurnEnded(11, forced=False))]
+
+
+def test_the_threshold_is_inclusive_and_configurable() -> None:
+    ep = with_model(end_of_turn_threshold=0.8)
+    run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert ep.end_of_turn_probability(11, 0.79) == []
+    assert ep.end_of_turn_probability(11, 0.8) == [TurnEnded(11)]
+
+
+def test_a_pause_within_the_fallback_keeps_the_turn_and_asks_again() -> None:
+    ep = with_model()
+    decisions = run(ep, seq((SPEECH, 12), (QUIET, 25), (SPEECH, 5), (QUIET, 8)))
+    assert decisions == [
+        (2, SpeechBegan(0)),
+        (17, TurnMaybeEnded(11)),
+        (41 + 6, TurnMaybeEnded(41)),
+    ]
+
+
+def test_an_answer_about_an_older_pause_is_dropped() -> None:
+    ep = with_model()
+    run(ep, seq((SPEECH, 12), (QUIET, 6), (SPEECH, 3)))  # the user went on before it came
+    assert ep.end_of_turn_probability(11, 0.99) == []
+    assert ep.in_speech
+
+
+def test_an_answer_after_the_turn_ended_is_dropped() -> None:
+    ep = with_model()
+    run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert ep.commit() == [TurnEnded(11, forced=True)]
+    assert ep.end_of_turn_probability(11, 0.99) == []
+
+
+def test_a_short_utterance_is_not_given_to_the_model() -> None:
+    # 5 voiced chunks = 160 ms < 320 ms: the fixed 500 ms silence ends it, no question asked.
+    decisions = run(with_model(), seq((SPEECH, 5), (QUIET, 40)))
+    assert decisions == [(2, SpeechBegan(0)), (4 + 16, TurnEnded(4))]
+
+
+def test_the_fallback_is_never_shorter_than_the_fixed_silence() -> None:
+    ep = with_model(end_of_turn_silence_ms=1280, end_of_turn_fallback_ms=600)  # e.g. ElatoAI
+    run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert ep.end_of_turn_probability(11, 0.1) == []
+    # The 40th silent chunk (1280 ms) ends it: 6 were fed before, this run starts at the 7th.
+    assert run(ep, seq((QUIET, 40))) == [(40 - 7, TurnEnded(11))]
+
+
+def test_the_model_answer_commits_the_speculative_reply() -> None:
+    ep = with_model(speculative_start_ms=64)
+    decisions = run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert decisions == [(2, SpeechBegan(0)), (13, SpeechPaused(11)), (17, TurnMaybeEnded(11))]
+    # An ordinary (not forced) end: the session keeps the reply it started at 64 ms.
+    assert ep.end_of_turn_probability(11, 0.9) == [TurnEnded(11, forced=False)]
+
+
+def test_resuming_after_an_unsure_answer_voids_the_speculative_reply_as_before() -> None:
+    ep = with_model(speculative_start_ms=64)
+    run(ep, seq((SPEECH, 12), (QUIET, 6)))
+    assert ep.end_of_turn_probability(11, 0.1) == []
+    assert run(ep, seq((QUIET, 4), (SPEECH, 1))) == [(4, SpeechResumed())]
+
+
+def test_without_a_model_nothing_is_asked() -> None:
+    decisions = run(endpointer(), seq((SPEECH, 12), (QUIET, 40)))
+    assert decisions == [(2, SpeechBegan(0)), (11 + 16, TurnEnded(11))]

@@ -16,6 +16,7 @@ from voxgate.models.store import STAMP_NAME
 
 SILERO = CATALOG["silero-vad"]
 SMOL = CATALOG["smollm2-135m-instruct"]
+SMART_TURN = CATALOG["smart-turn-v3.2"]
 
 
 def sha256(path: Path) -> str:
@@ -44,10 +45,10 @@ def test_catalogue_is_consistent() -> None:
         assert spec.entry == "." or spec.entry in names, spec.name
         assert len(names) == len(spec.files), spec.name
     defaults = sorted(spec.kind for spec in CATALOG.values() if spec.default)
-    assert defaults == ["llm", "stt", "tts", "vad"]
+    assert defaults == ["llm", "stt", "tts", "turn", "vad"]
 
 
-@pytest.mark.parametrize("spec", [SILERO, SMOL], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [SILERO, SMOL, SMART_TURN], ids=lambda s: s.name)
 def test_resolve_prepares_a_catalogue_model(
     store: ModelStore, tmp_path: Path, spec: ModelSpec
 ) -> None:

@@ -67,6 +67,19 @@ class VoiceActivityDetector(Protocol):
     def new_stream(self) -> VADStream: ...
 
 
+class EndOfTurnModel(Protocol):
+    """Hears the end of an utterance (trailing silence included) and says whether the speaker
+    has finished, from how it sounds: intonation, a trailing "and...", not the silence alone."""
+
+    sample_rate_hz: int
+
+    def complete_probability(self, audio: Float32Array) -> float:
+        """Probability in [0, 1] that the turn is complete, for mono ``audio`` at
+        ``sample_rate_hz`` from the start of the utterance to now. Blocking (tens of ms);
+        callers run it off the event loop."""
+        ...
+
+
 class SpeechToText(Protocol):
     """What an engine can do is declared as data (``sample_rate_hz``, ``streaming``, ``model``);
     a wrapper declares what it wraps."""

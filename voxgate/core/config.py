@@ -102,7 +102,23 @@ def default_prices() -> dict[str, Price]:
 
 class TurnSettings(BaseModel):
     end_of_turn_silence_ms: int = Field(500, ge=100)
-    """Trailing silence after which the user's turn is over."""
+    """Trailing silence after which the user's turn is over, when no end-of-turn model decides."""
+    semantic_end_of_turn: bool = True
+    """After ``end_of_turn_check_ms`` of silence an end-of-turn model decides from the audio
+    whether the user has finished (server-side VAD only); off: every turn waits the fixed
+    ``end_of_turn_silence_ms``."""
+    end_of_turn_model: str = "smart-turn-v3.2"
+    """A name from ``voxgate models`` or a path to a smart-turn v3 ONNX file."""
+    end_of_turn_check_ms: int = Field(192, ge=32)
+    """Silence after which the end-of-turn model is asked."""
+    end_of_turn_threshold: float = Field(0.9, gt=0, lt=1)
+    """The model's probability of "finished" from which the turn ends at once."""
+    end_of_turn_fallback_ms: int = Field(1000, ge=100)
+    """When the model says "not finished": the silence that ends the turn anyway (never less
+    than ``end_of_turn_silence_ms``)."""
+    end_of_turn_min_speech_ms: int = Field(800, ge=0)
+    """Utterances with less voiced speech than this are not given to the model (it calls most
+    short fragments finished) and end after ``end_of_turn_silence_ms``."""
     speculative_start_ms: int | None = Field(64, ge=32)
     """Silence after which transcription and the reply start while still waiting for the end of the
     turn; discarded if the user goes on. ``None`` waits for the end of the turn."""

@@ -37,6 +37,10 @@ _ENGINES: dict[str, dict[str, Engine]] = {
         "silero": _p("silero_vad", "SileroVADSettings"),
         "standin": _p("standin", "StandinVADSettings", "create_vad"),
     },
+    # End of turn: a factory takes (TurnSettings, models); see voxgate.core.capabilities.EndOfTurnModel.
+    "turn": {
+        "smart-turn": "voxgate.providers.smart_turn:create",
+    },
     "stt": {
         "faster-whisper": _p("faster_whisper_stt", "FasterWhisperSettings"),
         "openai": _p("openai_stt", "OpenAISTTSettings"),

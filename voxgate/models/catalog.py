@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
-ModelKind = Literal["vad", "stt", "llm", "tts"]
+ModelKind = Literal["vad", "turn", "stt", "llm", "tts"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -114,6 +114,25 @@ _SPECS = (
             ),
         ),
         default=True,
+    ),
+    ModelSpec(
+        name="smart-turn-v3.2",
+        kind="turn",
+        description="smart-turn v3.2 end-of-turn classifier (CPU ONNX), as shipped inside pipecat-ai",
+        license="BSD-2-Clause",
+        entry="smart-turn-v3.2-cpu.onnx",
+        files=(
+            _single(
+                "pipecat-ai",
+                "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+                "smart-turn-v3.2-cpu.onnx",
+                "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+                8_679_182,
+            ),
+        ),
+        default=True,
+        # Only the model file is wanted: pipecat's own dependencies are a whole framework.
+        pip_no_deps=True,
     ),
     ModelSpec(
         name="whisper-tiny-en",

@@ -13,6 +13,7 @@ import numpy as np
 from voxgate.core import registry
 from voxgate.core.capabilities import (
     ChatMessage,
+    EndOfTurnModel,
     Float32Array,
     Int16Array,
     LanguageModel,
@@ -105,6 +106,13 @@ class Engines:
     _vad_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="voxgate-vad")
     )
+    end_of_turn: EndOfTurnModel | None = None
+    """None: turns end after a fixed silence."""
+    # One thread for the end-of-turn model too: sessions take turns (first come, first served)
+    # instead of running several ~50 ms inferences at once against the LLM and TTS.
+    _turn_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="voxgate-turn")
+    )
 
     async def speech_probabilities(self, stream: VADStream, chunks: Float32Array) -> Float32Array:
         if self.vad.runs_inline:
@@ -112,8 +120,17 @@ class Engines:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._vad_thread, stream.speech_probabilities, chunks)
 
+    async def end_of_turn_probability(self, audio: Float32Array) -> float:
+        if self.end_of_turn is None:
+            raise RuntimeError("no end-of-turn model loaded")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._turn_thread, self.end_of_turn.complete_probability, audio
+        )
+
     def close(self) -> None:
         self._vad_thread.shutdown(wait=False)
+        self._turn_thread.shutdown(wait=False)
 
     async def aclose(self) -> None:
         """:meth:`close`, and close the cloud engines' HTTP clients too."""
@@ -150,12 +167,19 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     jobs += [(cap, s) for cap, chain in chains.items() for s in chain]
     for capability, section in jobs:
         _check_engine(capability, section)
-    with ThreadPoolExecutor(len(jobs), thread_name_prefix="voxgate-load") as pool:
+    turn = settings.turn
+    with ThreadPoolExecutor(len(jobs) + 1, thread_name_prefix="voxgate-load") as pool:
         futures = [
             pool.submit(registry.factory(capability, section.provider), section, models)
             for capability, section in jobs
         ]
+        end_of_turn = (
+            pool.submit(registry.factory("turn", "smart-turn"), turn, models)
+            if turn.semantic_end_of_turn
+            else None
+        )
         loaded = [future.result() for future in futures]
+        end_of_turn_model = end_of_turn.result() if end_of_turn is not None else None
     engines = iter(loaded[1:])
 
     def guarded(capability: str, section: ServiceSettings) -> Any:
@@ -181,6 +205,7 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     wrapped = {cap: [guarded(cap, section) for section in chain] for cap, chain in chains.items()}
     return Engines(
         vad=loaded[0],
+        end_of_turn=end_of_turn_model,
         stt=wrapped["stt"][0] if len(wrapped["stt"]) == 1 else FallbackSTT(wrapped["stt"]),
         llm=wrapped["llm"][0] if len(wrapped["llm"]) == 1 else FallbackLLM(wrapped["llm"]),
         tts=wrapped["tts"][0] if len(wrapped["tts"]) == 1 else FallbackTTS(wrapped["tts"]),

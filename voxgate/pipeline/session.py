@@ -4,6 +4,7 @@ its events."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import math
@@ -25,6 +26,7 @@ from voxgate.pipeline.endpointing import (
     SpeechPaused,
     SpeechResumed,
     TurnEnded,
+    TurnMaybeEnded,
 )
 from voxgate.pipeline.engines import Engines
 from voxgate.pipeline.history import Conversation
@@ -95,7 +97,10 @@ class TurnSession:
         self._input = AudioInput(vad.sample_rate_hz, vad.chunk_samples)
         self._vad = vad.new_stream()
         self.detection = detection or ServerVAD(turn.end_of_turn_silence_ms)
-        self._endpointer = Endpointer(_endpointer_config(turn, self.detection, chunk_ms))
+        config = _endpointer_config(turn, self.detection, chunk_ms)
+        self._endpointer = Endpointer(
+            _with_end_of_turn_model(config, turn, self.detection, engines)
+        )
         pre_roll = math.ceil((turn.pre_roll_ms + turn.min_speech_ms) / chunk_ms) + 1
         self._recorder = UtteranceRecorder(pre_roll)
         self._chunk_index = -1
@@ -116,6 +121,7 @@ class TurnSession:
         )
         self._stream: UtteranceStream | None = None
         self._stream_closers: set[asyncio.Task[None]] = set()
+        self._end_of_turn_check: asyncio.Task[None] | None = None
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -224,8 +230,9 @@ class TurnSession:
             if run is not None:
                 run.abandon()
                 await asyncio.gather(run.task, return_exceptions=True)
-        if self._partial is not None:
-            await asyncio.gather(self._partial, return_exceptions=True)
+        for task in (self._partial, self._end_of_turn_check):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         if self._stream is not None:
             await self._stream.aclose()
         await asyncio.gather(*self._stream_closers, return_exceptions=True)
@@ -260,6 +267,8 @@ class TurnSession:
                     self._pending = None
                     if self._stream is not None:
                         self._stream.resume()
+            case TurnMaybeEnded(last_voiced):
+                self._check_end_of_turn(last_voiced)
             case TurnEnded(last_voiced, forced):
                 if self._ignoring or self._blocked():
                     # Even if the reply has ended meanwhile: this speech began over it.
@@ -283,6 +292,24 @@ class TurnSession:
                     committed = self._start(self._request(last_voiced), committed=True)
                 self._end_stream(committed)
                 self._recorder.stop()
+
+    def _check_end_of_turn(self, last_voiced: int) -> None:
+        """Ask the end-of-turn model, off the event loop; its answer may end the turn early."""
+        if self._ignoring or self._engines.end_of_turn is None:
+            return  # speech over the reply is not a turn: let the fallback silence pass
+        audio = self._recorder.audio_until(self._chunk_index)
+        self._end_of_turn_check = asyncio.create_task(self._end_of_turn(last_voiced, audio))
+
+    async def _end_of_turn(self, last_voiced: int, audio: Float32Array) -> None:
+        try:
+            probability = await self._engines.end_of_turn_probability(audio)
+        except Exception:  # the fixed silence still ends the turn
+            logger.warning("end-of-turn model failed", exc_info=True)
+            return
+        if self._closed:
+            return
+        for decision in self._endpointer.end_of_turn_probability(last_voiced, probability):
+            self._decide(decision, self._clock())
 
     def _allowed(self) -> bool:
         return self._outbox.turn_allowed(self._turn_gate)
@@ -368,3 +395,20 @@ class TurnSession:
             return
         if self._endpointer.voiced_ms >= self._turn.barge_in_min_speech_ms and self._replying():
             self.interrupt()
+
+
+def _with_end_of_turn_model(
+    config: EndpointerConfig, turn: TurnSettings, detection: TurnDetection, engines: Engines
+) -> EndpointerConfig:
+    """Server-VAD turns ask the end-of-turn model, when one is loaded and wanted; where the
+    client commits turns silence never ends one, and neither may the model."""
+    wanted = turn.semantic_end_of_turn and isinstance(detection, ServerVAD)
+    if engines.end_of_turn is None or not wanted:
+        return config
+    return dataclasses.replace(
+        config,
+        end_of_turn_check_ms=turn.end_of_turn_check_ms,
+        end_of_turn_threshold=turn.end_of_turn_threshold,
+        end_of_turn_fallback_ms=turn.end_of_turn_fallback_ms,
+        end_of_turn_min_speech_ms=turn.end_of_turn_min_speech_ms,
+    )
