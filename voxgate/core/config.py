@@ -213,7 +213,9 @@ class ServerSettings(BaseModel):
     proxy_silence_timeout_s: float = Field(20.0, gt=0)
     """voice-assistant-proxy ``/ws``: close after this long without speech, as the original did."""
     elato_end_of_turn_silence_ms: int = Field(1000, ge=100)
-    """ElatoAI servers wait ~1 s of silence; the device has no barge-in and no VAD of its own."""
+    """ElatoAI servers wait ~1 s of silence; the device has no barge-in and no VAD of its own.
+    With the end-of-turn model this is the floor of its fallback: the model may still end a turn
+    sooner."""
 
 
 class DatabaseSettings(BaseModel):
