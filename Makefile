@@ -55,7 +55,7 @@ $(STAMPS)/apt: Makefile
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMPS)/python: pyproject.toml | $(BIN)/python
+$(STAMPS)/python: pyproject.toml Makefile | $(BIN)/python
 	@mkdir -p $(STAMPS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[models,dev]"

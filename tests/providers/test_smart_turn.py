@@ -16,6 +16,7 @@ from voxgate.core.audio import int16_to_float, read_wav
 from voxgate.core.capabilities import EndOfTurnModel, Float32Array
 from voxgate.core.errors import ModelError
 from voxgate.models import CATALOG, ModelStore
+from voxgate.pipeline import Engines
 from voxgate.providers.log_mel import HOP_SAMPLES, N_MELS, log_mel, mel_filters
 from voxgate.providers.smart_turn import SmartTurn, input_features
 from voxgate.speech_corpus import INSTALL_HINT, librivox_clips
@@ -141,3 +142,10 @@ def test_an_utterance_longer_than_the_window_is_judged_by_its_end(
     whole, cut = sentence("0890"), sentence("0890")[: int(3.88 * RATE_HZ)]
     assert smart_turn.complete_probability(then_silence(np.concatenate([before, whole]), 200)) > 0.8
     assert smart_turn.complete_probability(then_silence(np.concatenate([before, cut]), 200)) < 0.5
+
+
+@pytest.mark.models
+async def test_the_default_engines_load_it_and_answer_off_the_loop(real_engines: Engines) -> None:
+    assert isinstance(real_engines.end_of_turn, SmartTurn)
+    probability = await real_engines.end_of_turn_probability(then_silence(sentence("0890"), 200))
+    assert probability > 0.8

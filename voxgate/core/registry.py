@@ -37,9 +37,12 @@ _ENGINES: dict[str, dict[str, Engine]] = {
         "silero": _p("silero_vad", "SileroVADSettings"),
         "standin": _p("standin", "StandinVADSettings", "create_vad"),
     },
-    # End of turn: a factory takes (TurnSettings, models); see voxgate.core.capabilities.EndOfTurnModel.
+    # End of turn (voxgate.core.capabilities.EndOfTurnModel): no section of its own, the factory
+    # takes [turn]'s settings, which name the model.
     "turn": {
-        "smart-turn": "voxgate.providers.smart_turn:create",
+        "smart-turn": Engine(
+            "voxgate.core.config:TurnSettings", "voxgate.providers.smart_turn:create"
+        ),
     },
     "stt": {
         "faster-whisper": _p("faster_whisper_stt", "FasterWhisperSettings"),

@@ -167,15 +167,17 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     jobs += [(cap, s) for cap, chain in chains.items() for s in chain]
     for capability, section in jobs:
         _check_engine(capability, section)
-    turn = settings.turn
+    # The end-of-turn model judges what the VAD heard; the stand-in VAD (load tests, model-free
+    # set-ups) hears nothing real, so it gets none.
+    semantic = settings.turn.semantic_end_of_turn and settings.vad.provider != "standin"
     with ThreadPoolExecutor(len(jobs) + 1, thread_name_prefix="voxgate-load") as pool:
         futures = [
             pool.submit(registry.factory(capability, section.provider), section, models)
             for capability, section in jobs
         ]
         end_of_turn = (
-            pool.submit(registry.factory("turn", "smart-turn"), turn, models)
-            if turn.semantic_end_of_turn
+            pool.submit(registry.factory("turn", "smart-turn"), settings.turn, models)
+            if semantic
             else None
         )
         loaded = [future.result() for future in futures]
@@ -240,8 +242,13 @@ async def warm_up(engines: Engines, system_prompt: str) -> None:
         async for _ in engines.tts.synthesize("Ready."):
             pass
 
+    async def end_of_turn() -> None:
+        if engines.end_of_turn is not None:
+            await engines.end_of_turn_probability(noise)
+
     await asyncio.gather(
         engines.speech_probabilities(stream, silence),
+        end_of_turn(),
         engines.stt.transcribe(noise),
         first_token(),
         first_audio(),
