@@ -11,10 +11,22 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from tests.fakes import EventLog, Fakes, bounded, concat, feed, make_session, silence, tone
+from tests.fakes import (
+    SYSTEM_PROMPT,
+    EventLog,
+    Fakes,
+    bounded,
+    concat,
+    feed,
+    make_session,
+    silence,
+    tone,
+)
 from voxgate.core.audio import read_wav
 from voxgate.core.capabilities import EndOfTurnModel, Float32Array, Int16Array
+from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.events import SpeechStopped, TurnDone
+from voxgate.core.turns import ClientCommit
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines
 from voxgate.pipeline.session import TurnSession
@@ -146,16 +158,23 @@ async def test_a_short_utterance_is_not_given_to_the_model(open_session: Open) -
 
 
 @bounded(10)
-async def test_a_client_committed_session_never_asks_the_model(open_session: Open) -> None:
-    # What the transports set when the client commits turns (relay "client", the proxy's HTTP).
+async def test_a_client_committed_session_never_asks_the_model() -> None:
     model = ScriptedModel(0.9)
-    session, log = open_session(model, end_of_turn_silence_ms=30_000, max_utterance_ms=30_000)
-    await feed(session, concat(tone(1000), silence(1500)))
-    await asyncio.sleep(0.1)
-    assert model.heard_ms == []
-    assert log.of(SpeechStopped) == []
-    assert session.commit_turn()
-    await log.wait_for_event(TurnDone)
+    engines = Fakes().engines()
+    engines.end_of_turn = model
+    character = CharacterSettings(system_prompt=SYSTEM_PROMPT)
+    session = TurnSession(engines, TurnSettings(), character, detection=ClientCommit())
+    log = EventLog(session)
+    try:
+        await feed(session, concat(tone(1000), silence(1500)))
+        await asyncio.sleep(0.1)
+        assert model.heard_ms == []
+        assert log.of(SpeechStopped) == []
+        assert session.commit_turn()
+        await log.wait_for_event(TurnDone)
+    finally:
+        await session.close()
+        engines.close()
 
 
 # --- the real model on real speech -----------------------------------------------------------
