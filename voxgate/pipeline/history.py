@@ -18,7 +18,12 @@ class Exchange:
 
 
 class Conversation:
-    """Owned by one session; keeps the last ``max_turns`` exchanges for the prompt."""
+    """Owned by one session; the prompt holds at most the last ``max_turns`` exchanges.
+
+    Old exchanges leave the prompt half a window at a time, not one per turn: a prompt whose
+    start moved every turn would share nothing with the last one but the system prompt, and the
+    LLM would read the whole history again each turn instead of taking it from its KV cache.
+    """
 
     def __init__(self, max_turns: int = 20) -> None:
         self.max_turns = max_turns
@@ -33,7 +38,7 @@ class Conversation:
 
     def messages(self, system_prompt: str, user_text: str | None = None) -> list[ChatMessage]:
         messages = [ChatMessage("system", system_prompt)]
-        recent = self.exchanges[-self.max_turns :] if self.max_turns else []
+        recent = self.exchanges[self.window_start() :] if self.max_turns else []
         for exchange in recent:
             if exchange.user_text is not None:
                 messages.append(ChatMessage("user", exchange.user_text))
@@ -42,6 +47,14 @@ class Conversation:
         if user_text is not None:
             messages.append(ChatMessage("user", user_text))
         return messages
+
+    def window_start(self) -> int:
+        """Index of the oldest exchange in the prompt; moves by ``max_turns // 2`` at a time."""
+        over = len(self.exchanges) - self.max_turns
+        if over <= 0:
+            return 0
+        step = max(1, self.max_turns // 2)
+        return -(-over // step) * step
 
     def amend_last(self, exchange: Exchange) -> None:
         """Replace the newest exchange (a reply cut short after it was recorded)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -32,14 +33,17 @@ class PiperSettings(TTSSettings):
     beside)."""
     length_scale: float = Field(1.0, gt=0)
     """Above 1 speaks slower, below 1 faster."""
+    threads: int | None = Field(None, ge=1)
+    """onnxruntime's threads per synthesis (None: one per core)."""
 
     @property
     def priced_model(self) -> str:
         return self.voice  # a Piper voice is a model of its own
 
 
-def _load(voice_path: Path) -> PiperVoice:
-    from piper import PiperVoice  # here: loading the settings must not load Piper
+def _load(voice_path: Path, threads: int | None = None) -> PiperVoice:
+    import onnxruntime
+    from piper import PiperConfig, PiperVoice  # here: loading the settings must not load Piper
 
     config_path = voice_path.with_name(voice_path.name + ".json")
     if not config_path.is_file():
@@ -47,7 +51,17 @@ def _load(voice_path: Path) -> PiperVoice:
             f"Piper voice {voice_path} has no {config_path.name} beside it",
             code=ErrorCode.TTS_FAILED,
         )
-    return PiperVoice.load(voice_path, config_path=config_path)
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Idle onnxruntime threads spin-wait by default: on a small machine they would take the cores
+    # from the LLM, which is still writing the reply while its first piece is synthesised.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    session = onnxruntime.InferenceSession(
+        str(voice_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(config=config, session=session)
 
 
 class PiperTTS:
@@ -61,7 +75,8 @@ class PiperTTS:
 
         self.model = settings.priced_model
         self._default_name = settings.voice
-        self._voice = _load(voice_path)
+        self._threads = settings.threads
+        self._voice = _load(voice_path, settings.threads)
         self._voices: dict[str, PiperVoice | None] = {settings.voice: self._voice}
         self._models = models
         self._loading = threading.Lock()
@@ -80,7 +95,7 @@ class PiperTTS:
                 try:
                     if self._models is None:
                         raise ValueError("no model store to find it in")
-                    self._voices[name] = _load(self._models.resolve(name))
+                    self._voices[name] = _load(self._models.resolve(name), self._threads)
                 except Exception as exc:  # a voice of another engine, or a missing one
                     logger.warning(
                         "Piper voice %r unusable (%s); using %s", name, exc, self._default_name
