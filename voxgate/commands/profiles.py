@@ -15,7 +15,7 @@ QUALITY_LLM = "qwen2.5-1.5b-instruct"
 
 PROFILES: dict[str, str | None] = {
     "default": None,
-    # More right answers for ~+150-250 ms first token and ~1.2 GB more RAM (docs/quality.md).
+    # More right answers for a slower first token and ~1.2 GB more RAM (README, quality profile).
     "quality": QUALITY_LLM,
 }
 """Profile name → the embedded LLM it uses (None: the configuration's own)."""
