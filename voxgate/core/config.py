@@ -113,7 +113,7 @@ class TurnSettings(BaseModel):
     """Silence after which the end-of-turn model is asked."""
     end_of_turn_threshold: float = Field(0.9, gt=0, lt=1)
     """The model's probability of "finished" from which the turn ends at once."""
-    end_of_turn_fallback_ms: int = Field(1000, ge=100)
+    end_of_turn_fallback_ms: int = Field(500, ge=100)
     """When the model says "not finished": the silence that ends the turn anyway (never less
     than ``end_of_turn_silence_ms``)."""
     end_of_turn_min_speech_ms: int = Field(800, ge=0)
