@@ -91,3 +91,15 @@ def pytest_terminal_summary(
         yellow=True,
         bold=True,
     )
+
+
+@pytest.fixture
+def own_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, for tests that stop or pause it."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresServerError as exc:  # pragma: no cover
+        pytest.fail(str(exc))
+    yield server
+    server.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.fakes import Fakes, bounded
-from tests.postgres_server import PostgresServer, PostgresServerError
+from tests.postgres_server import PostgresServer
 from tests.server_harness import running_server, server_settings
 from voxgate.core.config import DatabaseSettings, Settings
 from voxgate.store import Store
@@ -92,17 +91,6 @@ async def test_a_locked_database_does_not_lock_out_a_device_it_has_not_seen(tmp_
     assert waited_s < 4.0, "a login waited for the database's busy timeout"
     assert proxy_open
     assert seen is not None  # written once the lock was gone
-
-
-@pytest.fixture
-def own_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-    except PostgresServerError as exc:  # pragma: no cover
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @bounded(90)

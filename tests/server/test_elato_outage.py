@@ -5,29 +5,15 @@ not seen yet is told to try again (503), never "invalid" (PostgreSQL of the test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.fakes import Fakes, bounded
-from tests.postgres_server import PostgresServer, PostgresServerError
+from tests.postgres_server import PostgresServer
 from tests.server.test_elato_pairing import _upgrade_status
 from tests.server.test_elato_session import GREETING, MAC, OTHER_MAC, SECRET, Rig
 from tests.server_harness import running_server
 from voxgate.core.config import CharacterSettings, DatabaseSettings, ServerSettings, Settings
 from voxgate.store import Store
-
-
-@pytest.fixture
-def own_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-    except PostgresServerError as exc:  # pragma: no cover
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @bounded(90)
