@@ -67,19 +67,28 @@ async def converse(
     return stats, replies
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent: a sampled reply (temperature 0.7, no seed) sometimes misses the KV "
-    "prefix at a later turn; quarantined until that miss is fixed (see the closing note)",
-)
+@pytest.fixture
+def greedy(real_engines: Engines) -> Iterator[None]:
+    """Greedy decoding for this test: a sampled reply can pick a token split the tokenizer would
+    not ("Water|proof" for "Waterproof"), and the text put back, tokenised canonically, then
+    differs from the cache for a few tokens. That costs a few tokens, not the history; it made
+    this test fail about one run in three, so here the reply is the model's most likely one."""
+    llm = llama(real_engines)
+    sampled = llm._settings
+    llm._settings = sampled.model_copy(update={"temperature": 0.0})
+    yield
+    llm._settings = sampled
+
+
 async def test_each_turn_evaluates_only_its_own_tokens(
-    real_engines: Engines, real_settings: Settings
+    real_engines: Engines, real_settings: Settings, greedy: None
 ) -> None:
     stats, replies = await converse(real_engines, real_settings, LISTS, TURNS)
 
-    # The test means something only if the spoken history differs from what was generated.
+    # The test means something only if the spoken history differs from what was generated
+    # (and the model keeps its line breaks only if it sees them in its own earlier replies).
     generated = [llama(real_engines)._generated.get(spoken_key(r), r) for r in replies]
-    assert any("\n" in g for g in generated), generated
+    assert all("\n" in g for g in generated), generated
     for index in range(1, len(TURNS)):
         previous, this = stats[index - 1], stats[index]
         # Everything the previous request held is reused: its prompt and its reply (all but the
