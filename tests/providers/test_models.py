@@ -47,7 +47,9 @@ def test_catalogue_is_consistent() -> None:
         assert spec.entry == "." or spec.entry in names, spec.name
         assert len(names) == len(spec.files), spec.name
     defaults = sorted(spec.kind for spec in CATALOG.values() if spec.default)
-    assert defaults == ["llm", "stt", "tts", "turn", "vad"]
+    # One default model per capability, except the wake word: every installed word is listened
+    # for by name.
+    assert defaults == ["llm", "stt", "tts", "turn", "vad", "wake", "wake", "wake", "wake"]
 
 
 @pytest.mark.parametrize("spec", [SILERO, SMOL, SMART_TURN], ids=lambda s: s.name)

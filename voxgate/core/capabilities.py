@@ -163,6 +163,48 @@ class TextToSpeech(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class WakeDetection:
+    """The wake word was heard."""
+
+    wake_word: str
+    """Its name (``"hey_jarvis"``)."""
+    end_sample: int
+    """Samples fed to the stream (at ``sample_rate_hz``) up to the point where it fired: the
+    word ended a little before."""
+    probability: float
+    """The averaged score that crossed the threshold, in [0, 1]."""
+
+
+class WakeWordStream(Protocol):
+    """Per-session wake-word state (the loaded model behind it is shared). One caller."""
+
+    wake_word: str
+
+    def process(self, pcm: Int16Array) -> WakeDetection | None:
+        """More audio (mono PCM16 at the detector's ``sample_rate_hz``, any length); a detection
+        if the word ended in it. After a detection the stream starts afresh. Blocking (well under
+        a millisecond per 10 ms of audio for the embedded engine)."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+class WakeWord(Protocol):
+    """A wake-word engine: listens to an always-open stream for one of its installed words."""
+
+    sample_rate_hz: int
+    wake_words: tuple[str, ...]
+    """The names it can listen for (what ``new_stream`` accepts), sorted."""
+    runs_inline: bool
+    """True when a call costs microseconds: it then runs on the event loop."""
+
+    def new_stream(self, wake_word: str) -> WakeWordStream:
+        """A stream listening for ``wake_word``; ConfigError naming the installed ones if the
+        engine has no such word."""
+        ...
+
+
 class ModelResolver(Protocol):
     """Turns a model name from the catalogue (or a path) into a prepared file or directory."""
 

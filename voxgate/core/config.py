@@ -34,6 +34,8 @@ from voxgate.core.engine_settings import (
     TTSSettings,
     VADSection,
     VADSettings,
+    WakeWordSection,
+    WakeWordSettings,
     engine_settings,
 )
 from voxgate.core.errors import ConfigError
@@ -54,6 +56,7 @@ __all__ = [
     "TTSSettings",
     "TurnSettings",
     "VADSettings",
+    "WakeWordSettings",
     "load_settings",
 ]
 
@@ -258,6 +261,8 @@ class Settings(BaseSettings):
     stt: STTSection = Field(default_factory=lambda: engine_settings("stt"))
     llm: LLMSection = Field(default_factory=lambda: engine_settings("llm"))
     tts: TTSSection = Field(default_factory=lambda: engine_settings("tts"))
+    wake_word: WakeWordSection = Field(default_factory=lambda: engine_settings("wake"))
+    """The engine sessions in ``wake_word`` listening mode listen with (see ``[listening]``)."""
     turn: TurnSettings = Field(default_factory=TurnSettings)
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

