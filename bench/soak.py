@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench.server_load import counter, frames, free_port
 
@@ -75,7 +75,7 @@ class Client:
             try:
                 await self._session(speech, silence, ends, tally)
                 tally[f"{self.kind} sessions"] += 1
-            except (ConnectionClosed, InvalidStatus, OSError, TimeoutError) as exc:
+            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
                 tally[f"{self.kind} failed: {type(exc).__name__}"] += 1
                 await asyncio.sleep(1)
 

@@ -90,3 +90,11 @@ class ProviderError(VoxgateError):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         """How long the provider asked us to wait (an HTTP ``Retry-After``), when it said."""
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, for a log line: the message, or what kind of failure it was when it has
+    none (a timeout's message is empty, which made "cannot check a token ()" lines)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__

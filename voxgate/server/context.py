@@ -10,7 +10,7 @@ from typing import Any
 
 from voxgate.core import registry
 from voxgate.core.config import CharacterSettings, Settings, TurnSettings
-from voxgate.core.errors import NotFoundError, UnavailableError
+from voxgate.core.errors import NotFoundError, UnavailableError, reason
 from voxgate.core.turns import ClientCommit, ServerVAD, TurnDetection
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.history import Conversation
@@ -110,7 +110,9 @@ class ServerContext:
                 device = await lookup
         except (UnavailableError, TimeoutError) as exc:
             known = self._known_tokens.get(digest)
-            logger.warning("cannot check a token in the database (%s); known: %s", exc, bool(known))
+            logger.warning(
+                "cannot check a token in the database (%s); known: %s", reason(exc), bool(known)
+            )
             if known is None:
                 # Not "invalid token": the device would give up, or be reported as revoked.
                 raise UnavailableError(
@@ -156,7 +158,7 @@ class ServerContext:
             logger.warning("device %s has character %r, which is gone", device.name, slug)
             return CharacterChoice(self.settings.character, None)
         except UnavailableError as exc:  # the database is away: talk as the default character
-            logger.warning("cannot read character %r (%s); using the default", slug, exc)
+            logger.warning("cannot read character %r (%s); using the default", slug, reason(exc))
             return CharacterChoice(self.settings.character, None)
         settings = self.settings.character.model_copy(
             update={
@@ -261,7 +263,7 @@ class ServerContext:
                     device.id, character.character_id, turn.max_history_turns
                 )
         except (UnavailableError, TimeoutError) as exc:
-            logger.warning("starting %s without its history: %s", device.name, exc)
+            logger.warning("starting %s without its history: %s", device.name, reason(exc))
             return None
 
     async def turn_written(self, session: VoiceSession, turn_id: int) -> None:

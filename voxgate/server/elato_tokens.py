@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, StoreError
+from voxgate.core.errors import ConfigError, NotFoundError, ProtocolError, StoreError, reason
 from voxgate.protocols import elato
 from voxgate.server.auth import bearer_token
 from voxgate.server.context import AUTH_TIMEOUT_S, ServerContext
@@ -94,7 +94,7 @@ async def generate_auth_token(request: Request) -> Response:
         async with asyncio.timeout(AUTH_TIMEOUT_S):
             device = await _device_for(ctx, request, secret, mac)
     except (Exception, TimeoutError) as exc:  # the database is busy or away
-        logger.warning("cannot look up device %s: %s", mac, exc)
+        logger.warning("cannot look up device %s: %s", mac, reason(exc))
         return _error(503, "the device database is unavailable; try again shortly")
     if device is None:
         return _error(403, REFUSED)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, delete, func, select
 
 from voxgate.core.config import DatabaseSettings
+from voxgate.core.errors import reason
 from voxgate.store.database import Database
 from voxgate.store.errors import translated
 from voxgate.store.schema import ConversationRow, ErrorRow, UsageRow
@@ -92,5 +93,5 @@ async def prune_periodically(database: Database, config: DatabaseSettings) -> No
         try:
             await prune(database, config)
         except Exception as exc:  # the database is away or locked: next time
-            logger.warning("cannot prune old records: %s", exc)
+            logger.warning("cannot prune old records: %s", reason(exc))
         await asyncio.sleep(config.prune_interval_s)

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from voxgate.core.config import Settings
-from voxgate.core.errors import ConfigError, NotFoundError, StoreError, UnavailableError
+from voxgate.core.errors import ConfigError, NotFoundError, StoreError, UnavailableError, reason
 from voxgate.server.admin_api import _handlers as h
 from voxgate.server.admin_api._handlers import AdminContext, Handler
 from voxgate.server.admin_api._input import ApiError
@@ -85,7 +85,7 @@ def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             return error_response(400, "bad_request", first_line)
         except (UnavailableError, OSError, TimeoutError) as exc:
-            logger.warning("admin API: the database is unavailable: %s", exc)
+            logger.warning("admin API: the database is unavailable: %s", reason(exc))
             return error_response(503, "unavailable", "the database is unavailable; try again")
 
     return endpoint
