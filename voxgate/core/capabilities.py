@@ -67,6 +67,25 @@ class VoiceActivityDetector(Protocol):
     def new_stream(self) -> VADStream: ...
 
 
+class BatchingVAD(VoiceActivityDetector, Protocol):
+    """A VAD that can run many sessions' streams in one call (one inference for all of them)."""
+
+    batches: bool
+    """True when loaded to batch (a setting); False: use each stream on its own."""
+
+    def speech_probabilities_batch(
+        self, streams: Sequence[VADStream], chunks: Sequence[Float32Array]
+    ) -> list[Float32Array]:
+        """``streams[i].speech_probabilities(chunks[i])`` for every i, in one call. Blocking;
+        callers run it off the event loop, one call at a time."""
+        ...
+
+
+def can_batch(vad: VoiceActivityDetector) -> TypeGuard[BatchingVAD]:
+    """Whether ``vad`` is loaded to run many streams in one call."""
+    return bool(getattr(vad, "batches", False))
+
+
 class EndOfTurnModel(Protocol):
     """Hears the end of an utterance (trailing silence included) and says whether the speaker
     has finished, from how it sounds: intonation, a trailing "and...", not the silence alone."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from voxgate.core import registry
 from voxgate.core.capabilities import (
+    BatchingVAD,
     ChatMessage,
     EndOfTurnModel,
     Float32Array,
@@ -25,6 +26,7 @@ from voxgate.core.capabilities import (
     VADStream,
     VoiceActivityDetector,
     WakeWord,
+    can_batch,
     can_stream,
     open_stt_stream,
 )
@@ -40,6 +42,7 @@ from voxgate.pipeline.resilience import (
     ResilientTTS,
     RetryPolicy,
 )
+from voxgate.pipeline.vad_batch import VADBatcher
 
 
 class LimitedSTT:
@@ -118,11 +121,22 @@ class Engines:
     """Listens for the wake word (sessions in ``wake_word`` listening mode); None: no session
     can (set-ups built in code without one)."""
 
+    _vad_batcher: VADBatcher | None = field(default=None, init=False, repr=False)
+
     async def speech_probabilities(self, stream: VADStream, chunks: Float32Array) -> Float32Array:
-        if self.vad.runs_inline:
+        vad = self.vad
+        if vad.runs_inline:
             return stream.speech_probabilities(chunks)
+        if can_batch(vad):
+            return await self.vad_batcher(vad).speech_probabilities(stream, chunks)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._vad_thread, stream.speech_probabilities, chunks)
+
+    def vad_batcher(self, vad: BatchingVAD) -> VADBatcher:
+        """The one batcher of this VAD (made on first use: tests swap ``vad`` after building)."""
+        if self._vad_batcher is None or self._vad_batcher.vad is not vad:
+            self._vad_batcher = VADBatcher(vad, self._vad_thread)
+        return self._vad_batcher
 
     async def end_of_turn_probability(self, audio: Float32Array) -> float:
         if self.end_of_turn is None:

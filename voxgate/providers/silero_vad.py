@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from voxgate.core.capabilities import Float32Array, ModelResolver
+from voxgate.core.capabilities import Float32Array, ModelResolver, VADStream
 from voxgate.core.engine_settings import VADSettings
+from voxgate.providers.silero_batch import StreamState, batched_graph, run_batch
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-_CONTEXT_SAMPLES = 64  # the model looks at the tail of the previous chunk, as trained
 
 
 class SileroVADSettings(VADSettings):
@@ -21,6 +22,10 @@ class SileroVADSettings(VADSettings):
     provider: Literal["silero"] = "silero"
     model: str = "silero-vad"
     """A name from ``voxgate models`` or a path to an ONNX file."""
+    batch: bool = True
+    """Run every session's new audio in one inference call (a rewritten graph, same weights and
+    same probabilities): far fewer calls and thread hops with many live microphones (see
+    ``bench/mics.py``). False: one call per session per frame, as before."""
 
 
 class SileroVAD:
@@ -28,46 +33,57 @@ class SileroVAD:
     chunk_samples = 512
     runs_inline = False  # ~0.2 ms a chunk: too much to run on the event loop
 
-    def __init__(self, model_path: str) -> None:
+    def __init__(self, model_path: str, *, batch: bool = False) -> None:
         import onnxruntime as ort  # here: loading the settings must not load onnxruntime
 
         options = ort.SessionOptions()
         # One thread: a chunk takes ~0.1 ms, and threads would only fight the other engines.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            model_path, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        provider = ["CPUExecutionProvider"]
+        self._session = ort.InferenceSession(model_path, sess_options=options, providers=provider)
+        self.batches = batch
+        self._batched: ort.InferenceSession | None = None
+        if batch:
+            graph = batched_graph(Path(model_path).read_bytes())
+            self._batched = ort.InferenceSession(graph, sess_options=options, providers=provider)
 
     def new_stream(self) -> SileroStream:
         return SileroStream(self._session)
+
+    def speech_probabilities_batch(
+        self, streams: Sequence[VADStream], chunks: Sequence[Float32Array]
+    ) -> list[Float32Array]:
+        """Each stream's probabilities for its chunks, all in one inference call."""
+        if self._batched is None:
+            raise RuntimeError("this Silero VAD was loaded without batching")
+        states = []
+        for stream in streams:
+            if not isinstance(stream, SileroStream):
+                raise TypeError(f"not a Silero stream: {type(stream).__name__}")
+            states.append(stream.state)
+        return run_batch(self._batched, states, chunks)
 
 
 class SileroStream:
     def __init__(self, session: ort.InferenceSession) -> None:
         self._session = session
-        self.reset()
+        self.state = StreamState()
 
     def reset(self) -> None:
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
-        self._context = np.zeros(_CONTEXT_SAMPLES, dtype=np.float32)
+        self.state.reset()
 
     def speech_probabilities(self, chunks: Float32Array) -> Float32Array:
         if chunks.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        flat = np.concatenate([self._context, chunks.reshape(-1)])
-        # Row i is chunk i preceded by the last 64 samples before it.
-        starts = np.arange(chunks.shape[0]) * SileroVAD.chunk_samples
-        index = starts[:, None] + np.arange(SileroVAD.chunk_samples + _CONTEXT_SAMPLES)[None, :]
-        batch = flat[index].astype(np.float32)
-        probs, self._h, self._c = self._session.run(
-            None, {"input": batch, "h": self._h, "c": self._c}
+        state = self.state
+        batch = state.model_rows(chunks)
+        probs, state.h, state.c = self._session.run(
+            None, {"input": batch, "h": state.h, "c": state.c}
         )
-        self._context = flat[-_CONTEXT_SAMPLES:].copy()
         result: Float32Array = np.asarray(probs, dtype=np.float32).reshape(-1)
         return result
 
 
 def create(settings: SileroVADSettings, models: ModelResolver) -> SileroVAD:
-    return SileroVAD(str(models.resolve(settings.model)))
+    return SileroVAD(str(models.resolve(settings.model)), batch=settings.batch)

@@ -136,12 +136,14 @@ def create_app(
         )
         ctx = ServerContext(settings, loaded, opened)
         app.state.ctx = ctx
+        app.state.loop_watch = asyncio.create_task(ctx.metrics.watch_event_loop())
         readiness.ready = True
         return ctx
 
-    async def finish(ctx: ServerContext, pruner: asyncio.Task[None]) -> None:
-        pruner.cancel()
-        await asyncio.gather(pruner, return_exceptions=True)
+    async def finish(ctx: ServerContext, *background: asyncio.Task[None]) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await ctx.drain(settings.server.shutdown_grace_s)
         for session in list(ctx.sessions):
             await ctx.close_session(session)
@@ -164,7 +166,7 @@ def create_app(
             try:
                 yield
             finally:
-                await finish(ctx, app.state.pruner)
+                await finish(ctx, app.state.pruner, app.state.loop_watch)
             return
         loading = asyncio.create_task(prepare(app))
         loading.add_done_callback(failed)
@@ -175,7 +177,7 @@ def create_app(
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             if readiness.ready:
-                await finish(app.state.ctx, app.state.pruner)
+                await finish(app.state.ctx, app.state.pruner, app.state.loop_watch)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

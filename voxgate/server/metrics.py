@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from voxgate.core.events import ErrorEvent, TurnDone
@@ -36,6 +39,12 @@ class Metrics:
             "Time to take in one uplink audio frame (decode, resample, VAD)",
             ["protocol"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+            registry=self.registry,
+        )
+        self.loop_lateness_seconds = Histogram(
+            "voxgate_event_loop_lateness_seconds",
+            "How late a 50 ms timer fires on the event loop every session shares",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
         self.bytes_in = Counter(
@@ -77,6 +86,14 @@ class Metrics:
         self.db_pending.set(pending)
         self.db_healthy.set(1 if healthy else 0)
         self.db_dropped.set(dropped)
+
+    async def watch_event_loop(self, interval_s: float = 0.05) -> None:
+        """Until cancelled: how late a timer fires is how long every socket waited for the loop
+        (a blocking call, or more work than one core does)."""
+        while True:
+            due = time.perf_counter() + interval_s
+            await asyncio.sleep(interval_s)
+            self.loop_lateness_seconds.observe(max(0.0, time.perf_counter() - due))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
