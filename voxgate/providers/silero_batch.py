@@ -12,8 +12,9 @@ stream. :func:`batched_graph` rewrites it once, at load time, so one call serves
   ``hn``/``cn`` are each stream's state after its own last chunk;
 - ``h``/``c`` are ``[1, B, 128]``, one row per stream; ``speech_probs`` is ``[B * T]``, stream-major.
 
-The weights and every operator of the model are untouched: only how its LSTM sees rows changes,
-so a stream's probabilities match the one-stream graph's (tests/providers/test_silero_batch.py).
+The encoder's convolutions become one matrix product over all rows (:mod:`onnx_rewrite`: the same
+sums, scheduled for a batch); the weights are the model's own. A stream's probabilities match the
+one-stream graph's within float rounding (tests/providers/test_silero_batch.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy.typing as npt
 
 from voxgate.core.capabilities import Float32Array
 from voxgate.core.errors import ConfigError
+from voxgate.providers.onnx_rewrite import convs_as_matmuls
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -106,6 +108,7 @@ def batched_graph(model: bytes) -> bytes:
             dim = value.type.tensor_type.shape.dim[1]
             dim.ClearField("dim_value")
             dim.dim_param = "batch"
+    convs_as_matmuls(graph_model, before=lstm)  # the encoder: one product for all rows
     onnx.checker.check_model(graph_model)
     data: bytes = graph_model.SerializeToString()
     return data
