@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -25,6 +28,8 @@ from voxgate.core.capabilities import ToolCall
 from voxgate.core.config import Settings
 from voxgate.evaluation import character_error_rate, normalize_words
 from voxgate.pipeline import Engines
+from voxgate.server.context import ServerContext
+from voxgate.server.transports import relay as relay_transport
 from voxgate.store import Store
 
 LONG_REPLY = ["One two three four five six. ", "Seven eight nine ten eleven twelve. "] * 3
@@ -605,3 +610,31 @@ async def test_a_stored_characters_prompt_and_voice_are_used(tmp_path: Path) -> 
     assert set(fakes.tts.voices) == {"v9"}
     assert refused["event"] == "error" and "no character 'nobody'" in refused["payload"]["message"]
     assert code == 4400
+
+
+def test_a_connection_while_shutting_down_is_told_and_closed(tmp_path: Path) -> None:
+    """Refused before authenticating (so before the connection's rules exist): the refusal is
+    still a numbered message and a 1013, not a crash in the ASGI app."""
+    settings = server_settings(tmp_path)
+    engines = Fakes().engines()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await open_store(tmp_path)  # in the test client's own event loop
+        app.state.ctx = ServerContext(settings, engines, store)
+        yield
+        await store.close()
+
+    app = Starlette(routes=relay_transport.routes(settings), lifespan=lifespan)
+    try:
+        with TestClient(app) as http:
+            app.state.ctx.shutting_down.set()
+            with http.websocket_connect("/v1/relay") as ws:
+                told = ws.receive_json()
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_text()
+    finally:
+        engines.close()
+    assert told["seq"] == 1 and told["event"] in {"error", "session.end"}, told
+    assert "shutting down" in json.dumps(told["payload"])
+    assert closed.value.code == 1013

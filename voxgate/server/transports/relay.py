@@ -26,6 +26,7 @@ from voxgate.protocols.relay import (
     Ready,
     RelayConnection,
     RelayEncoder,
+    RelaySequencer,
     ReplyInterrupt,
     SessionStart,
     TextInput,
@@ -73,7 +74,11 @@ class RelayAdapter(ProtocolAdapter):
         return codec.close_for(ending, detail)
 
     def frames(self, data: str | bytes) -> list[str | bytes]:
-        return self._connection.frames(data)
+        if self.connection is None:
+            # Refused before authenticate() (the server is shutting down): the refusal is the
+            # connection's first and only message.
+            return RelaySequencer().frames(data)
+        return self.connection.frames(data)
 
     @property
     def _connection(self) -> RelayConnection:
