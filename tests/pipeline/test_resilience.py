@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 import pytest
 
-from voxgate.core.capabilities import ChatMessage, Float32Array, Int16Array
+from voxgate.core.capabilities import ChatMessage, Float32Array, Int16Array, ToolSpec
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.pipeline.fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from voxgate.pipeline.resilience import (
@@ -101,7 +101,9 @@ class ScriptedStreams:
 
 
 class ScriptedLLM(ScriptedStreams):
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str]:
         async for item in self._stream():
             assert isinstance(item, str)
             yield item

@@ -31,7 +31,7 @@ from tests.fakes import bounded, llm_failure
 from tests.server_harness import open_store, serving
 from tests.store_seed import seed
 from tests.web_browser import PageErrors, browser_page, screenshot
-from voxgate.core.capabilities import ChatMessage, LanguageModel
+from voxgate.core.capabilities import ChatMessage, LanguageModel, ToolSpec
 from voxgate.core.config import Price, Settings
 from voxgate.core.threads import close_stream
 from voxgate.models import ModelStore
@@ -56,10 +56,12 @@ class FailsOn:
         self.inner = inner
         self.phrase = phrase
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str]:
         if messages[-1].content == self.phrase:
             raise llm_failure("the model fell over")
-        pieces = self.inner.stream_reply(messages)
+        pieces = self.inner.stream_reply(messages, tools)
         try:
             async for piece in pieces:
                 yield piece

@@ -6,10 +6,10 @@ never see a session or a socket: they take inputs and return results or async it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeGuard
+from typing import Any, Literal, Protocol, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +23,25 @@ class ToolCall:
     """The LLM asks voxgate to do something rather than (or besides) saying it."""
 
     name: str
-    """One of :data:`TOOLS`."""
+    """One of :data:`TOOLS`, or of the session's own :class:`ToolSpec` s."""
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    """The arguments the LLM gave (JSON), for a session's own tools."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool a session offers its LLM besides voxgate's :data:`TOOLS` (a device's own, such as a
+    xiaozhi board's speaker volume over MCP)."""
+
+    name: str
+    """Letters, digits, ``_`` and ``-`` (what OpenAI-style APIs accept), at most 64."""
+    description: str
+    parameters: Mapping[str, Any]
+    """A JSON schema of the arguments (an object)."""
+
+
+ToolRunner = Callable[[ToolCall], Awaitable[str]]
+"""Runs one of a session's own tools; its answer (or why it failed) as text for the LLM."""
 
 
 TOOLS: dict[str, str] = {
@@ -162,9 +180,12 @@ class LanguageModel(Protocol):
     model: str
     """The model it runs, as priced: ``[prices."provider/model"]``."""
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+    def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
         """Reply text in pieces as it is generated, and any tool calls (only engines configured
-        with ``tools`` make them). Closing the iterator stops generation."""
+        with ``tools``, or offered the session's ``tools``, make them; an engine that cannot
+        call tools ignores them). Closing the iterator stops generation."""
         ...
 
 

@@ -23,6 +23,7 @@ from voxgate.core.capabilities import (
     SpeechToText,
     STTStream,
     TextToSpeech,
+    ToolSpec,
     VADStream,
     VoiceActivityDetector,
     WakeWord,
@@ -72,9 +73,11 @@ class LimitedLLM:
         self.model = inner.model
         self._slots = asyncio.Semaphore(limit)
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
         async with self._slots:
-            pieces = self.inner.stream_reply(messages)
+            pieces = self.inner.stream_reply(messages, tools)
             try:
                 async for piece in pieces:
                     yield piece

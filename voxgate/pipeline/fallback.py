@@ -22,6 +22,7 @@ from voxgate.core.capabilities import (
     SpeechToText,
     STTStream,
     TextToSpeech,
+    ToolSpec,
     can_stream,
     open_stt_stream,
 )
@@ -95,14 +96,16 @@ class FallbackLLM:
         self.engines = list(engines)
         self.model = self.engines[0].model
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
-        return _fall_over([_bind_llm(engine, messages) for engine in self.engines])
+    def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
+        return _fall_over([_bind_llm(engine, messages, tools) for engine in self.engines])
 
 
 def _bind_llm(
-    engine: LanguageModel, messages: Sequence[ChatMessage]
+    engine: LanguageModel, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
 ) -> Callable[[], AsyncIterator[ReplyPiece]]:
-    return lambda: engine.stream_reply(messages)
+    return lambda: engine.stream_reply(messages, tools)
 
 
 class FallbackTTS:

@@ -19,6 +19,7 @@ from voxgate.core.capabilities import (
     SpeechToText,
     STTStream,
     TextToSpeech,
+    ToolSpec,
     can_stream,
     open_stt_stream,
 )
@@ -118,13 +119,15 @@ class MeteredLLM(_Metered):
         super().__init__(provider, inner.model, price)
         self.inner = inner
 
-    async def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+    async def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
         meter = current_meter()
         if meter is not None:
             meter.reported_tokens = None
         started = time.perf_counter()
         written: list[str] = []
-        pieces = self.inner.stream_reply(messages)
+        pieces = self.inner.stream_reply(messages, tools)
         try:
             async for piece in pieces:
                 if isinstance(piece, str):

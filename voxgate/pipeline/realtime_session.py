@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from voxgate.core.audio import StreamResampler, check_rate
+from voxgate.core.capabilities import ToolRunner, ToolSpec
 from voxgate.core.config import CharacterSettings, Price, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode, VoxgateError
 from voxgate.core.events import (
@@ -203,6 +204,10 @@ class RealtimeSession:
             task = character.greeting_prompt or ""
         reply = self._request(greeting=True)
         self._send(wire.create_response(reply.turn_id, f"{character.system_prompt}\n\n{task}"))
+
+    def offer_tools(self, tools: Sequence[ToolSpec], run: ToolRunner) -> bool:
+        """Not here: the speech-to-speech provider's session has no tools of a device."""
+        return False
 
     def interrupt(self) -> None:
         """Stop the reply in progress: cancel it upstream, cut its audio item at what was heard."""

@@ -7,15 +7,16 @@ the session commits it, and dropped if the user goes on talking.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from voxgate.core.audio import resample
-from voxgate.core.capabilities import ChatMessage, Float32Array, ToolCall
+from voxgate.core.capabilities import ChatMessage, Float32Array, ToolCall, ToolRunner, ToolSpec
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.events import (
@@ -43,6 +44,20 @@ Clock = Callable[[], float]
 logger = logging.getLogger(__name__)
 
 ERROR_REPLY_TEXT = "Sorry, I can't answer right now."
+MAX_TOOL_ROUNDS = 3
+"""LLM calls of one reply that may call the session's tools (then one more, to answer)."""
+
+
+@dataclass
+class SessionTools:
+    """The tools a session offers its LLM besides voxgate's own (a device's, over MCP), and
+    how to run them; none until the transport offers some."""
+
+    specs: tuple[ToolSpec, ...] = ()
+    run: ToolRunner | None = None
+
+    def offers(self, name: str) -> bool:
+        return self.run is not None and any(spec.name == name for spec in self.specs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +84,7 @@ class ReplyContext:
     output_rate_hz: int
     sink: Callable[[Event], None]
     clock: Clock = time.perf_counter
+    tools: SessionTools = field(default_factory=SessionTools)
 
 
 class ReplyRun:
@@ -248,22 +264,35 @@ class ReplyRun:
         splitter = SentenceSplitter(turn.first_clause_min_words, turn.first_piece_max_words)
         self._stamp("llm_start")
         wrote_any = False
-        try:
-            async for delta in self._ctx.engines.llm.stream_reply(messages):
-                if isinstance(delta, ToolCall):
-                    self._end_session = self._end_session or delta.name == "end_session"
-                    continue
-                self._stamp("llm_first_token")
-                wrote_any = wrote_any or bool(delta.strip())
-                self._emit(ReplyTextDelta(self.request.turn_id, delta))
-                for sentence in splitter.push(delta):
-                    self._stamp("first_sentence")
-                    await sentences.put(sentence)
-        except Exception as exc:
-            self._emit(self._error(exc))
-            if not wrote_any:
-                await sentences.put(ERROR_REPLY_TEXT)
-                return
+        tools = self._ctx.tools
+        for round_index in range(MAX_TOOL_ROUNDS + 1):
+            # The last round offers no tools: it must answer.
+            offered = tools.specs if round_index < MAX_TOOL_ROUNDS else ()
+            calls: list[ToolCall] = []
+            written: list[str] = []
+            try:
+                async for delta in self._ctx.engines.llm.stream_reply(messages, offered):
+                    if isinstance(delta, ToolCall):
+                        if tools.offers(delta.name):
+                            calls.append(delta)
+                        self._end_session = self._end_session or delta.name == "end_session"
+                        continue
+                    self._stamp("llm_first_token")
+                    wrote_any = wrote_any or bool(delta.strip())
+                    written.append(delta)
+                    self._emit(ReplyTextDelta(self.request.turn_id, delta))
+                    for sentence in splitter.push(delta):
+                        self._stamp("first_sentence")
+                        await sentences.put(sentence)
+            except Exception as exc:
+                self._emit(self._error(exc))
+                if not wrote_any:
+                    await sentences.put(ERROR_REPLY_TEXT)
+                    return
+                break
+            if not calls:
+                break
+            messages = [*messages, *await self._run_tools(calls, "".join(written))]
         for sentence in splitter.flush():
             self._stamp("first_sentence")
             await sentences.put(sentence)
@@ -274,6 +303,27 @@ class ReplyRun:
                 ErrorEvent(ErrorCode.LLM_EMPTY, "the LLM returned no text", self.request.turn_id)
             )
             await sentences.put(self._ctx.turn.empty_reply_text)
+
+    async def _run_tools(self, calls: list[ToolCall], written: str) -> list[ChatMessage]:
+        """Runs the session's tools the LLM called, in order; what the LLM is told next. Plain
+        messages, not OpenAI's tool-call turns, so that every engine can read them."""
+        run = self._ctx.tools.run
+        assert run is not None, "only offered tools are called"
+        results = []
+        for call in calls:
+            arguments = json.dumps(dict(call.arguments), ensure_ascii=False)
+            results.append(f"{call.name}({arguments}) returned: {await run(call)}")
+        told = [ChatMessage("assistant", written)] if written.strip() else []
+        return [
+            *told,
+            ChatMessage(
+                "system",
+                "You called tools. "
+                + " ".join(results)
+                + " Now tell the user, briefly, what happened; call another tool only if the "
+                "request still needs one.",
+            ),
+        ]
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         tts = self._ctx.engines.tts

@@ -25,6 +25,7 @@ from voxgate.core.capabilities import (
     SpeechToText,
     STTStream,
     TextToSpeech,
+    ToolSpec,
     can_stream,
     open_stt_stream,
 )
@@ -353,9 +354,11 @@ class _GuardedStream:
 class ResilientLLM(_Resilient):
     code = ErrorCode.LLM_FAILED
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+    def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
         stream: AsyncIterator[ReplyPiece] = self.guard.stream(
-            lambda: self.inner.stream_reply(messages)
+            lambda: self.inner.stream_reply(messages, tools)
         )
         return stream
 

@@ -10,9 +10,15 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from voxgate.core.capabilities import Float32Array, StreamingSpeechToText, can_stream
+from voxgate.core.capabilities import (
+    Float32Array,
+    StreamingSpeechToText,
+    ToolRunner,
+    ToolSpec,
+    can_stream,
+)
 from voxgate.core.config import CharacterSettings, TurnSettings
 from voxgate.core.errors import AudioFormatError, ErrorCode
 from voxgate.core.events import ErrorEvent, Event, SpeechStarted, SpeechStopped, Transcript
@@ -197,6 +203,12 @@ class TurnSession:
             return
         request = ReplyRequest(next(self._turn_ids), text=character.first_message, greeting=True)
         self._start(request, committed=True)
+
+    def offer_tools(self, tools: Sequence[ToolSpec], run: ToolRunner) -> bool:
+        """The LLM may call ``tools`` (run by ``run``) from the next reply on."""
+        self._context.tools.specs = tuple(tools)
+        self._context.tools.run = run
+        return True
 
     def interrupt(self) -> None:
         """Stop the reply in progress (a barge-in button, or the client's own VAD)."""

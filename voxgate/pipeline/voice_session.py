@@ -4,9 +4,10 @@ cascade) is one, and so is a speech-to-speech provider's session
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from voxgate.core.capabilities import ToolRunner, ToolSpec
 from voxgate.core.events import Event
 from voxgate.pipeline.history import Conversation
 
@@ -41,6 +42,11 @@ class VoiceSession(Protocol):
     async def say(self, text: str) -> None: ...
 
     async def greet(self) -> None: ...
+
+    def offer_tools(self, tools: Sequence[ToolSpec], run: ToolRunner) -> bool:
+        """Offer the LLM the session's own ``tools`` (a device's), run by ``run``; False where
+        the session cannot (a speech-to-speech provider's)."""
+        ...
 
     def interrupt(self) -> None: ...
 

@@ -19,9 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 import jwt
-import numpy as np
 
-from voxgate.core.audio import resample
 from voxgate.core.errors import ErrorCode, ProtocolError
 from voxgate.core.events import (
     ErrorEvent,
@@ -34,7 +32,7 @@ from voxgate.core.events import (
     TurnDone,
 )
 from voxgate.protocols.closing import Close, CloseCode, Ending
-from voxgate.protocols.frames import Outbound
+from voxgate.protocols.frames import Outbound, pcm_at
 from voxgate.protocols.opus import OpusPacketizer
 
 INPUT_RATE_HZ = 16_000
@@ -236,10 +234,7 @@ class ElatoEncoder:
         return []
 
     def _audio(self, event: ReplyAudio) -> list[Outbound]:
-        pcm = event.pcm
-        if event.sample_rate_hz != OUTPUT_RATE_HZ:  # the transport asks for 24 kHz; be safe
-            samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16)
-            pcm = resample(samples, event.sample_rate_hz, OUTPUT_RATE_HZ).astype("<i2").tobytes()
+        pcm = pcm_at(event, OUTPUT_RATE_HZ)  # the transport asks for 24 kHz; be safe
         return self._packets(self._opus.push(pcm), event.turn_id)
 
     def _packets(self, packets: list[bytes], turn_id: int) -> list[Outbound]:

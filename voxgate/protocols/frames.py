@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from voxgate.core.events import Event
+import numpy as np
+
+from voxgate.core.audio import resample
+from voxgate.core.events import Event, ReplyAudio
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,3 +24,12 @@ class EventEncoder(Protocol):
     """A protocol's sans-I/O downlink: turn-engine events to the frames it sends."""
 
     def encode(self, event: Event) -> list[Outbound]: ...
+
+
+def pcm_at(event: ReplyAudio, rate_hz: int) -> bytes:
+    """The event's PCM16 at ``rate_hz`` (transports ask sessions for their device's rate; this
+    is for safety, when a reply comes at another)."""
+    if event.sample_rate_hz == rate_hz:
+        return event.pcm
+    samples = np.frombuffer(event.pcm, dtype="<i2").astype(np.int16)
+    return resample(samples, event.sample_rate_hz, rate_hz).astype("<i2").tobytes()

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from voxgate.core.capabilities import ChatMessage, ModelResolver, ReplyPiece
+from voxgate.core.capabilities import ChatMessage, ModelResolver, ReplyPiece, ToolSpec
 from voxgate.core.engine_settings import LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.core.threads import Emit, stream_from_thread
@@ -84,7 +84,11 @@ class LlamaCppLLM:
                 f"llama.cpp could not load {model_path}: {exc}", code=ErrorCode.LLM_FAILED
             ) from exc
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
+    def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
+        # The embedded model is not offered tools: the small models shipped for it do not call
+        # them reliably (docs/protocols/xiaozhi.md); an OpenAI-compatible server's model does.
         return self._stream(messages)
 
     async def _stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from voxgate.core.capabilities import TOOLS, ChatMessage, ReplyPiece, ToolCall
+from voxgate.core.capabilities import TOOLS, ChatMessage, ReplyPiece, ToolCall, ToolSpec
 from voxgate.core.engine_settings import HttpApiSettings, LLMSettings
 from voxgate.core.errors import ErrorCode, ProviderError
 from voxgate.providers.http_api import HttpApi, describe
@@ -60,7 +60,7 @@ class OpenAICompatibleLLM:
         await self._api.aclose()
 
     async def stream_reply(
-        self, messages: Sequence[ChatMessage]
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[ReplyPiece, None]:
         body: dict[str, Any] = {
             "model": self._settings.model,
@@ -71,8 +71,9 @@ class OpenAICompatibleLLM:
             "max_tokens": self._settings.max_tokens,
             "temperature": self._settings.temperature,
         }
-        if self._settings.tools:
-            body["tools"] = [_tool(name) for name in self._settings.tools]
+        offered = [_tool(name) for name in self._settings.tools] + [_spec(t) for t in tools]
+        if offered:
+            body["tools"] = offered
         try:
             # Closing this generator early (aclose, break, cancellation) exits the ``async with``,
             # which drops the half-read connection; servers take that as "stop generating".
@@ -80,7 +81,8 @@ class OpenAICompatibleLLM:
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._api.http_error(response)
-                async for piece in self._pieces(response):
+                names = {*self._settings.tools, *(t.name for t in tools)}
+                async for piece in self._pieces(response, names):
                     yield piece
         except httpx.ConnectError as exc:
             raise ProviderError(
@@ -103,18 +105,23 @@ class OpenAICompatibleLLM:
                 retryable=True,
             ) from exc
 
-    async def _pieces(self, response: httpx.Response) -> AsyncIterator[ReplyPiece]:
+    async def _pieces(
+        self, response: httpx.Response, offered: set[str]
+    ) -> AsyncIterator[ReplyPiece]:
         """The non-empty ``delta.content`` of each chunk, until ``data: [DONE]``; then the tools
-        it called (a call's name comes in its first chunk, its arguments after)."""
+        it called (a call's name comes in its first chunk, its arguments after, in pieces)."""
         finished = done = False
-        called: list[str] = []
+        called: dict[int, list[str]] = {}  # index -> [name, arguments so far]
         async for data in _sse_data(response):
             if data == "[DONE]":
                 done = True
                 break  # Do not wait for the server to close: a kept-alive stream may stay open.
             content, finish, tools = self._parse_chunk(data)
             finished = finished or finish
-            called += [name for name in tools if name not in called]
+            for index, name, arguments in tools:
+                call = called.setdefault(index, ["", ""])
+                call[0] = call[0] or name
+                call[1] += arguments
             if content:
                 yield content
         if not (done or finished):
@@ -125,13 +132,13 @@ class OpenAICompatibleLLM:
                 code=ErrorCode.LLM_FAILED,
                 retryable=True,
             )
-        for name in called:
-            if name in self._settings.tools:  # never act on a tool that was not offered
-                yield ToolCall(name)
+        for name, arguments in called.values():
+            if name in offered:  # never act on a tool that was not offered
+                yield ToolCall(name, _arguments(arguments))
 
-    def _parse_chunk(self, data: str) -> tuple[str, bool, list[str]]:
-        """``(delta content, whether a finish_reason was given, names of tools it starts to
-        call)`` of one chunk."""
+    def _parse_chunk(self, data: str) -> tuple[str, bool, list[tuple[int, str, str]]]:
+        """``(delta content, whether a finish_reason was given, the pieces of tool calls in it
+        as (index, name or "", arguments fragment))`` of one chunk."""
         try:
             chunk: Any = json.loads(data)
         except json.JSONDecodeError:
@@ -157,13 +164,8 @@ class OpenAICompatibleLLM:
         if not isinstance(delta, dict):
             raise self._malformed(data)
         content = delta.get("content")
-        tools = [
-            call["function"]["name"]
-            for call in delta.get("tool_calls") or []
-            if isinstance(call, dict)
-            and isinstance(call.get("function"), dict)
-            and isinstance(call["function"].get("name"), str)
-        ]
+        pieces = [_call_piece(n, call) for n, call in enumerate(delta.get("tool_calls") or [])]
+        tools = [piece for piece in pieces if piece is not None]
         finish = bool(choice.get("finish_reason"))
         return (content if isinstance(content, str) else ""), finish, tools
 
@@ -198,6 +200,43 @@ def _tool(name: str) -> dict[str, Any]:
             "parameters": {"type": "object", "properties": {}},
         },
     }
+
+
+def _spec(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": dict(tool.parameters),
+        },
+    }
+
+
+def _call_piece(position: int, call: object) -> tuple[int, str, str] | None:
+    """One tool call's piece in a chunk: the first names it, later ones add to its arguments
+    (``index`` says which call; servers that leave it out send one call at a time)."""
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        return None
+    function = call["function"]
+    index = call.get("index", position)
+    name = function.get("name")
+    arguments = function.get("arguments")
+    return (
+        index if isinstance(index, int) else position,
+        name if isinstance(name, str) else "",
+        arguments if isinstance(arguments, str) else "",
+    )
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """A call's arguments; what is not a JSON object is no arguments (the tool says what it
+    misses)."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def create(settings: OpenAILLMSettings, models: object) -> OpenAICompatibleLLM:

@@ -18,6 +18,7 @@ from voxgate.core.capabilities import (
     Int16Array,
     ModelResolver,
     ReplyPiece,
+    ToolSpec,
 )
 from voxgate.core.engine_settings import LLMSettings, STTSettings, TTSSettings, VADSettings
 
@@ -84,8 +85,10 @@ class FixedLLM:
     def __init__(self, model: str) -> None:
         self.model = model
 
-    def stream_reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyPiece]:
-        return self._stream()
+    def stream_reply(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[ReplyPiece]:
+        return self._stream()  # a fixed reply: no tools
 
     async def _stream(self) -> AsyncIterator[ReplyPiece]:
         for piece in ("Hello", " to", " you", " too", "."):

@@ -29,7 +29,7 @@ from voxgate.server.context import ServerContext
 from voxgate.server.headers import SecurityHeaders
 from voxgate.server.loading import Readiness, UntilReady
 from voxgate.server.secrets_file import with_generated_secrets
-from voxgate.server.transports import assistant_proxy, elato, relay
+from voxgate.server.transports import assistant_proxy, elato, relay, xiaozhi, xiaozhi_ota
 from voxgate.store import Store
 from voxgate.store.devices import same_secret
 from voxgate.store.retention import prune_periodically
@@ -188,6 +188,8 @@ def create_app(
         *characters_api.routes(),
         *web.routes(settings),  # HTTP "/": the page; Elato's WebSocket "/" still matches
         *elato_tokens.routes(),
+        *xiaozhi_ota.routes(),
+        *xiaozhi.routes(settings),
         *elato.routes(settings),  # last: it may own "/" for WebSockets
     ]
     return Starlette(

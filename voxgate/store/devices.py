@@ -179,6 +179,23 @@ class Devices:
                 raise NotFoundError(f"no active device named {name!r}")
         return await self.by_name(name)
 
+    async def claim_pairing_token(self, device_id: int) -> str | None:
+        """A new token for a device that is pairing, replacing its old one, and the end of its
+        pairing (in one transaction, so two requests cannot both have one); None when the device
+        is not pairing (or revoked). For firmware that fetches its own token (xiaozhi's OTA)."""
+        token = secrets.token_urlsafe(32)
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(DeviceRow)
+                .where(
+                    DeviceRow.id == device_id,
+                    DeviceRow.revoked_at.is_(None),
+                    DeviceRow.pair_until > time.time(),
+                )
+                .values(token_sha256=token_hash(token), pair_until=None)
+            )
+        return token if result.rowcount else None  # type: ignore[attr-defined]
+
     async def revoke(self, name: str) -> bool:
         async with self._db.sessions.begin() as session:
             result = await session.execute(
