@@ -34,6 +34,7 @@ from voxgate.server.transports import xiaozhi as xiaozhi_transport
 from voxgate.store import Store
 
 MAC = "AA:BB:CC:DD:EE:01"
+ADMIN_TOKEN = "xiaozhi-admin-token-0123456789abcdef"
 OTHER_MAC = "AA:BB:CC:DD:EE:02"
 
 
@@ -77,6 +78,7 @@ async def xiaozhi_server(
     """The real app on loopback with fake engines (or ``engines``: the session's real ones are
     not closed here), ``register``ed boards (pairing) and ``server`` settings over ``base``."""
     base = base or Settings(character=CharacterSettings(system_prompt="You are a test."))
+    server.setdefault("admin_token", ADMIN_TOKEN)
     settings = base.model_copy(update={"data_dir": tmp_path, "server": ServerSettings(**server)})
     fakes = fakes or Fakes()
     engines = engines or fakes.engines()
@@ -187,6 +189,12 @@ async def test_a_turn_in_auto_mode_in_each_binary_version(tmp_path: Path, versio
         await board.say(speech())
         await board.wait_for(lambda: len(board.heard.of("tts", "stop")) == 2)
         assert 'voxgate_sessions_total{protocol="xiaozhi"} 1.0' in await rig.metrics()
+        async with rig.http() as http:  # the admin page's figures count the board too
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            overview = (await http.get("/api/admin/overview", headers=admin)).json()
+            devices = (await http.get("/api/admin/devices", headers=admin)).json()["devices"]
+        assert overview["sessions_live"] == 1 and overview["devices_online"] == 1
+        assert [d["online"] for d in devices if d["name"] == "board-0"] == [True]
         await board.close()
 
 
