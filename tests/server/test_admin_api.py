@@ -27,6 +27,7 @@ from tests.store_seed import seed
 from voxgate.core.config import DatabaseSettings, Settings
 from voxgate.server import admin_api
 from voxgate.server.app import create_app
+from voxgate.server.shared import NoticeKind
 from voxgate.store import Store
 from voxgate.store.characters import BUILT_IN
 from voxgate.store.writer import ConversationOpened, TurnRecord
@@ -43,9 +44,20 @@ class FakeContext:
     store: Store
     sessions: set[object] = field(default_factory=set)
     online: set[int] = field(default_factory=set)
+    notices: list[tuple[NoticeKind, int]] = field(default_factory=list)
+    drains: int = 0
 
-    def online_devices(self) -> set[int]:
+    async def online_devices(self) -> set[int]:
         return set(self.online)
+
+    async def live_sessions(self) -> int:
+        return len(self.sessions)
+
+    async def publish(self, kind: NoticeKind, device_id: int) -> None:
+        self.notices.append((kind, device_id))
+
+    def start_drain(self) -> None:
+        self.drains += 1
 
 
 @dataclass
@@ -133,7 +145,7 @@ def _every_route() -> list[tuple[str, str]]:
 
 async def test_every_route_wants_the_admin_token(api: Api) -> None:
     routes = _every_route()
-    assert len(routes) == 16
+    assert len(routes) == 17
     refused = [
         {},
         {"Authorization": "Bearer wrong"},
@@ -212,6 +224,9 @@ async def test_users_and_devices_round_trip(any_api: Api) -> None:
     assert await api.store.devices.authenticate(token) is None
     message = await api.error("POST", "/devices/toy/revoke", 409, "conflict")
     assert "revoked already" in message
+    # Every replica is told: the revoke, and the changes before it (what they remember of it).
+    assert api.ctx.notices[-1] == (NoticeKind.REVOKED, device["id"])
+    assert (NoticeKind.DEVICE_CHANGED, device["id"]) in api.ctx.notices
 
     users = (await api.json("GET", "/users"))["users"]
     assert [(u["name"], u["devices"]) for u in users] == [("ann", 0)]

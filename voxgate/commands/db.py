@@ -24,7 +24,12 @@ def _on_database(config: Path | None, operation: Callable[[Database], Awaitable[
     settings = settings_from(config)
 
     async def opened() -> T:
-        database = Database(database_url(settings.database.url, settings.data_dir))
+        config = settings.database
+        database = Database(
+            database_url(config.url, settings.data_dir),
+            pool_size=config.pool_size,
+            max_overflow=config.max_overflow,
+        )
         try:
             async with asyncio.timeout(settings.database.connect_timeout_s):
                 return await operation(database)
@@ -50,8 +55,7 @@ def db_upgrade(
     """Migrate the schema up (to the newest, by default); at it already, nothing changes."""
 
     async def upgrade(database: Database) -> tuple[str | None, str | None]:
-        before = await database.revision()
-        await database.upgrade(revision)
+        before = await database.upgrade(revision)
         return before, await database.revision()
 
     before, after = _on_database(config, upgrade)

@@ -215,6 +215,8 @@ class ServerSettings(BaseModel):
     """On shutdown, replies in flight get this long to finish."""
     proxy_silence_timeout_s: float = Field(20.0, gt=0)
     """voice-assistant-proxy ``/ws``: close after this long without speech, as the original did."""
+    replica_id: str | None = None
+    """This replica's name among several (presence, logs); default: host name and process id."""
     elato_end_of_turn_silence_ms: int = Field(1000, ge=100)
     """ElatoAI servers wait ~1 s of silence; the device has no barge-in and no VAD of its own.
     With the end-of-turn model this is the floor of its fallback: the model may still end a turn
@@ -245,6 +247,32 @@ class DatabaseSettings(BaseModel):
     """Usage records (the cost reports) are deleted this long after (None: kept)."""
     prune_interval_s: float = Field(3600.0, gt=0)
     """The server deletes what is past its retention at start and then this often."""
+    pool_size: int = Field(10, ge=1)
+    """PostgreSQL: connections each process keeps open (SQLite: unused)."""
+    max_overflow: int = Field(10, ge=0)
+    """PostgreSQL: connections opened beyond ``pool_size`` at busy times, closed after. A
+    replica may hold ``pool_size + max_overflow``: keep the sum over all replicas (and the
+    CLI) under the server's ``max_connections``."""
+
+
+class RedisSettings(BaseModel):
+    """Shared state for several replicas (rate limits, session caps, presence, revocations, the
+    proxy's chunked sessions). Without ``url`` one process keeps all of it in memory."""
+
+    url: str | None = None
+    """``redis://host:6379/0`` (``rediss://`` for TLS); also ``$VOXGATE_REDIS__URL``."""
+    key_prefix: str = "voxgate"
+    """Every key and channel starts with this (several deployments on one Redis)."""
+    heartbeat_s: float = Field(2.0, gt=0)
+    """How often a replica renews what it holds (presence, session claims)."""
+    presence_ttl_s: float = Field(10.0, gt=0)
+    """What a replica holds expires this long after its last heartbeat: a replica that died
+    (kill -9) stops counting as holding its devices' sessions after this long."""
+    chunk_session_ttl_s: float = Field(300.0, gt=0)
+    """The proxy's chunked HTTP sessions expire this long after their last chunk."""
+    timeout_s: float = Field(2.0, gt=0)
+    """A Redis command that takes longer fails; admission then goes on without the shared count
+    (logged), rather than refusing every device while Redis is away."""
 
 
 class Settings(BaseSettings):
@@ -267,6 +295,7 @@ class Settings(BaseSettings):
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     realtime: RealtimeSection | None = None
     """Speech-to-speech instead of the cascade: every session of every protocol talks to one
     upstream Realtime connection of its own (``VOXGATE_REALTIME__API_KEY``...)."""

@@ -29,6 +29,7 @@ from voxgate.server.context import ServerContext
 from voxgate.server.headers import SecurityHeaders
 from voxgate.server.loading import Readiness, UntilReady
 from voxgate.server.secrets_file import with_generated_secrets
+from voxgate.server.shared import open_shared_state
 from voxgate.server.transports import assistant_proxy, elato, relay, xiaozhi, xiaozhi_ota
 from voxgate.store import Store
 from voxgate.store.devices import same_secret
@@ -62,16 +63,18 @@ async def healthz(request: Request) -> JSONResponse:
     if not writer.healthy:
         detailed = may_see_details(request, ctx.settings)
         degraded = [f"database: {writer.last_error}" if detailed else "database"]
-    status = "shutting_down" if ctx.shutting_down.is_set() else "degraded" if degraded else "ok"
+    # Draining (a SIGTERM, or the admin's drain): 503, so a load balancer sends no one new here.
+    status = "draining" if ctx.shutting_down.is_set() else "degraded" if degraded else "ok"
     return JSONResponse(
         {
             "status": status,
+            "replica": ctx.replica_id,
             "models_ready": True,
             "degraded": degraded,
             "sessions": len(ctx.sessions),
             "writes_pending": writer.pending,
         },
-        status_code=503 if status == "shutting_down" else 200,
+        status_code=503 if status == "draining" else 200,
     )
 
 
@@ -134,7 +137,8 @@ def create_app(
         app.state.pruner = asyncio.create_task(
             prune_periodically(opened.database, settings.database)
         )
-        ctx = ServerContext(settings, loaded, opened)
+        ctx = ServerContext(settings, loaded, opened, shared=open_shared_state(settings))
+        await ctx.state.start(ctx.on_notice)
         app.state.ctx = ctx
         app.state.loop_watch = asyncio.create_task(ctx.metrics.watch_event_loop())
         readiness.ready = True
@@ -147,6 +151,7 @@ def create_app(
         await ctx.drain(settings.server.shutdown_grace_s)
         for session in list(ctx.sessions):
             await ctx.close_session(session)
+        await ctx.state.close()
         if ctx.engines is not engines:  # loaded here: ours to close
             await ctx.engines.aclose()
         if store is None:

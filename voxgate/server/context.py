@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +16,10 @@ from voxgate.core.turns import ClientCommit, ServerVAD, TurnDetection
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.history import Conversation
 from voxgate.pipeline.voice_session import VoiceSession
+from voxgate.protocols.closing import Ending
 from voxgate.server.metrics import Metrics
-from voxgate.server.ratelimit import RateLimiter
 from voxgate.server.recording import ConversationRecorder, exchanges_of, new_conversation_id
+from voxgate.server.shared import Notice, NoticeKind, SharedState, open_shared_state
 from voxgate.store import Store
 from voxgate.store.conversations import Resumed
 from voxgate.store.devices import same_secret, token_hash
@@ -51,13 +53,19 @@ class ServerContext:
     metrics: Metrics = field(default_factory=Metrics)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     sessions: set[VoiceSession] = field(default_factory=set)
+    shared: SharedState | None = None
+    """Limits, presence and notices: this process's memory, or Redis with ``redis.url``."""
 
     def __post_init__(self) -> None:
-        server = self.settings.server
-        self.connection_limit = RateLimiter(server.connections_per_minute)
-        self.turn_limit = RateLimiter(server.turns_per_minute)
+        if self.shared is None:
+            self.shared = open_shared_state(self.settings)
+        self.connection_limit = self.shared.connection_limit
+        self.replica_id = self.shared.replica_id
         self._recorders: dict[VoiceSession, ConversationRecorder] = {}
         self._devices_of: dict[VoiceSession, int] = {}
+        self._holders: dict[VoiceSession, str] = {}
+        self._endings: dict[VoiceSession, asyncio.Future[tuple[Ending, str]]] = {}
+        self._draining: asyncio.Task[None] | None = None
         self._pseudo_devices: dict[str, Device] = {}
         # Devices that authenticated, by token hash: used only while the database is away, so
         # devices already known can reconnect. A revocation takes effect once it is back.
@@ -140,8 +148,59 @@ class ServerContext:
         self.store.writer.submit(DeviceSeen(device.id))
         return device
 
-    def online_devices(self) -> set[int]:
-        return set(self._devices_of.values())
+    @property
+    def state(self) -> SharedState:
+        assert self.shared is not None  # set in __post_init__
+        return self.shared
+
+    async def online_devices(self) -> set[int]:
+        """Devices with a live session on any replica (this one's, should Redis be away)."""
+        try:
+            return await self.state.presence.online_devices()
+        except Exception as exc:
+            logger.warning("presence unavailable (%s): this replica's devices only", exc)
+            return set(self._devices_of.values())
+
+    async def live_sessions(self) -> int:
+        try:
+            return await self.state.presence.live_sessions()
+        except Exception as exc:
+            logger.warning("presence unavailable (%s): this replica's sessions only", exc)
+            return len(self.sessions)
+
+    # -- notices from every replica ---------------------------------------------------------
+
+    async def publish(self, kind: NoticeKind, device_id: int) -> None:
+        """Tell every replica (this one too) that a device changed or was revoked."""
+        await self.state.notices.publish(Notice(kind, device_id, self.replica_id))
+
+    async def on_notice(self, notice: Notice) -> None:
+        # What was remembered for an outage must not let a revoked (or re-paired) device in.
+        for digest, device in list(self._known_tokens.items()):
+            if device.id == notice.device_id:
+                del self._known_tokens[digest]
+        if notice.kind is NoticeKind.REVOKED:
+            ended = 0
+            for session, device_id in list(self._devices_of.items()):
+                if device_id == notice.device_id:
+                    self.end_session(session, Ending.UNAUTHORIZED, "the device was revoked")
+                    ended += 1
+            if ended:
+                logger.info("device %d revoked: ending its %d session(s)", notice.device_id, ended)
+
+    def end_session(self, session: VoiceSession, ending: Ending, detail: str = "") -> None:
+        """Ask the transport running ``session`` to end it so (a revocation, a drain)."""
+        ask = self._endings.get(session)
+        if ask is not None and not ask.done():
+            ask.set_result((ending, detail))
+
+    async def end_requested(self, session: VoiceSession) -> tuple[Ending, str]:
+        """Returns once :meth:`end_session` asked for this session to end: how."""
+        ask = self._endings.get(session)
+        if ask is None:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")  # pragma: no cover
+        return await ask
 
     async def character_for(self, device: Device, requested: str | None = None) -> CharacterChoice:
         """The character a session talks as: the one the client asked for, else the device's,
@@ -218,7 +277,7 @@ class ServerContext:
                 output_rate_hz=output_rate_hz,
                 history=history,
                 prices=self.settings.prices,
-                turn_gate=lambda: self.turn_limit.allow(key),
+                turn_gate=lambda: self.state.turn_gate(key),
                 observer=recorder,
                 detection=detection,
             )
@@ -229,13 +288,16 @@ class ServerContext:
                 character.settings,
                 output_rate_hz=output_rate_hz,
                 history=history,
-                turn_gate=lambda: self.turn_limit.allow(key),
+                turn_gate=lambda: self.state.turn_gate(key),
                 observer=recorder,
                 detection=detection or self.server_vad(),
             )
         self.sessions.add(session)
         self._recorders[session] = recorder
         self._devices_of[session] = device.id
+        self._holders[session] = holder = secrets.token_hex(8)
+        self._endings[session] = asyncio.get_running_loop().create_future()
+        await self.state.presence.arrive(device.id, holder)
         return session
 
     def server_vad(self, silence_ms: int | None = None) -> ServerVAD:
@@ -279,11 +341,27 @@ class ServerContext:
 
     async def close_session(self, session: VoiceSession) -> None:
         self.sessions.discard(session)
-        self._devices_of.pop(session, None)
+        device_id = self._devices_of.pop(session, None)
+        holder = self._holders.pop(session, None)
+        self._endings.pop(session, None)
+        if device_id is not None and holder is not None:
+            await self.state.presence.leave(device_id, holder)
         await session.close()
         recorder = self._recorders.pop(session, None)
         if recorder is not None:
             recorder.close()
+
+    def start_drain(self) -> None:
+        """The admin's drain: as :meth:`drain`, then end the sessions still open (their devices
+        reconnect, through the load balancer, to another replica); the process keeps running."""
+        self.shutting_down.set()
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain_and_release())
+
+    async def _drain_and_release(self) -> None:
+        await self.drain(self.settings.server.shutdown_grace_s)
+        for session in list(self.sessions):
+            self.end_session(session, Ending.SERVER_SHUTDOWN)
 
     async def drain(self, grace_s: float) -> None:
         """Shutdown: refuse new sessions, give replies in flight ``grace_s`` to finish, be

@@ -33,6 +33,8 @@ class Store:
             database_url(config.url, settings.data_dir),
             migrate=config.auto_migrate if migrate is None else migrate,
             timeout_s=config.connect_timeout_s,
+            pool_size=config.pool_size,
+            max_overflow=config.max_overflow,
         )
         store = cls(
             database=database,

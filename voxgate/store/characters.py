@@ -77,7 +77,14 @@ class Characters:
         self._db = database
 
     async def install_built_in(self) -> None:
-        """Add the shipped characters that are missing (an operator's edits are kept)."""
+        """Add the shipped characters that are missing (an operator's edits are kept). Replicas
+        starting together may add them at once: the one that loses the race finds them there."""
+        try:
+            await self._add_missing_built_in()
+        except StoreConflict:
+            await self._add_missing_built_in()
+
+    async def _add_missing_built_in(self) -> None:
         async with self._db.sessions.begin() as session:
             present = set(await session.scalars(select(CharacterRow.slug)))
             for character in BUILT_IN:

@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
@@ -32,6 +32,9 @@ from voxgate.store.errors import StoreInvalid, translated
 logger = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x766F78676174
+"""The PostgreSQL advisory lock every process takes to migrate ("voxgat"): replicas starting
+together on an empty database migrate one after the other; the later ones find it done."""
 
 
 def database_url(url: str | None, data_dir: Path) -> str:
@@ -108,7 +111,7 @@ class Sessions:
 class Database:
     """One engine per process; every store module works through :attr:`sessions`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -116,8 +119,8 @@ class Database:
         options: dict[str, Any] = {}
         if not self.is_sqlite:
             options = {
-                "pool_size": 10,
-                "max_overflow": 10,
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
                 "pool_pre_ping": True,
                 # A silent host fails in seconds, not asyncpg's default minute.
                 "connect_args": {"timeout": 5, "command_timeout": 30},
@@ -147,12 +150,40 @@ class Database:
 
     # -- migrations -------------------------------------------------------------------------
 
-    async def upgrade(self, revision: str = "head") -> None:
-        """Migrate up to ``revision``; at it already, nothing happens."""
-        await self._migrate(lambda config: command.upgrade(config, revision))
+    async def upgrade(self, revision: str = "head") -> str | None:
+        """Migrate up to ``revision``; at it already, nothing happens. Returns the revision found
+        before (read under the migration lock: what this process migrated from)."""
+        async with self.migration_lock():
+            before = await self.revision()
+            await self._migrate(lambda config: command.upgrade(config, revision))
+        return before
 
     async def downgrade(self, revision: str) -> None:
-        await self._migrate(lambda config: command.downgrade(config, revision))
+        async with self.migration_lock():
+            await self._migrate(lambda config: command.downgrade(config, revision))
+
+    @contextlib.asynccontextmanager
+    async def migration_lock(self) -> AsyncIterator[None]:
+        """One process at a time inside (PostgreSQL: a session-level advisory lock, on a
+        connection of its own, so the migration's transaction can be Alembic's; a process that
+        dies inside loses its connection and with it the lock). SQLite: nothing to take; its own
+        file lock orders the writes."""
+        if self.is_sqlite:
+            yield
+            return
+        with translated():
+            async with self.engine.connect() as connection:
+                await connection.execute(
+                    text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+                await connection.commit()
+                try:
+                    yield
+                finally:
+                    await connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                    await connection.commit()
 
     async def revision(self) -> str | None:
         """The schema's revision now (None: an empty database)."""
@@ -188,13 +219,22 @@ def _alembic_config() -> Config:
     return config
 
 
-async def open_database(url: str, *, migrate: bool = True, timeout_s: float = 10.0) -> Database:
+async def open_database(
+    url: str,
+    *,
+    migrate: bool = True,
+    timeout_s: float = 10.0,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+) -> Database:
     """Connect (and migrate to the newest schema); a clear error when the database is not there."""
-    database = Database(url)
+    database = Database(url, pool_size=pool_size, max_overflow=max_overflow)
     try:
         async with asyncio.timeout(timeout_s):
             if migrate:
-                await database.upgrade()
+                before = await database.upgrade()
+                if before != Database.head_revision():
+                    logger.info("migrated the database from %s to the newest schema", before)
             elif await database.revision() != Database.head_revision():
                 raise ConfigError(
                     f"the database at {database.display_url} is not at the newest schema: "

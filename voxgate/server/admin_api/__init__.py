@@ -50,6 +50,7 @@ def routes() -> list[BaseRoute]:
         ("/usage", h.usage, "GET"),
         ("/latency", h.latency, "GET"),
         ("/errors", h.errors, "GET"),
+        ("/drain", h.drain, "POST"),
     ]
     return [
         Route(PREFIX + path, _admin(handler), methods=[method], name=f"admin_{handler.__name__}")

@@ -23,6 +23,7 @@ from voxgate.server.admin_api._input import (
     since_of,
     text,
 )
+from voxgate.server.shared import NoticeKind
 from voxgate.store import Store
 from voxgate.store.characters import BUILT_IN
 from voxgate.store.records import Character, Device
@@ -40,7 +41,19 @@ class AdminContext(Protocol):
     @property
     def sessions(self) -> Collection[object]: ...
 
-    def online_devices(self) -> set[int]: ...
+    async def online_devices(self) -> set[int]:
+        """On every replica."""
+        ...
+
+    async def live_sessions(self) -> int:
+        """On every replica."""
+        ...
+
+    async def publish(self, kind: NoticeKind, device_id: int) -> None:
+        """To every replica."""
+        ...
+
+    def start_drain(self) -> None: ...
 
 
 Handler = Callable[[Request, AdminContext], Awaitable[Response]]
@@ -87,9 +100,9 @@ async def overview(request: Request, ctx: AdminContext) -> Response:
         {
             "devices": len(devices),
             "devices_active": sum(device.active for device in devices),
-            "devices_online": len(ctx.online_devices()),
+            "devices_online": len(await ctx.online_devices()),
             "users": len(await store.users.all()),
-            "sessions_live": len(ctx.sessions),
+            "sessions_live": await ctx.live_sessions(),
             "turns_today": sum(row.turns for row in today),
             "cost_today_usd": round(sum(row.cost_usd for row in today), 6),
             "writer": {
@@ -102,7 +115,7 @@ async def overview(request: Request, ctx: AdminContext) -> Response:
 
 
 async def list_devices(request: Request, ctx: AdminContext) -> Response:
-    online = ctx.online_devices()
+    online = await ctx.online_devices()
     return _ok({"devices": [_device(device, online) for device in await ctx.store.devices.all()]})
 
 
@@ -119,7 +132,7 @@ async def add_device(request: Request, ctx: AdminContext) -> Response:
         raise ApiError(409, "conflict", f"device {taken.name!r} has MAC {taken.mac} already")
     window_s = ctx.settings.server.elato_pairing_window_s
     device, token = await devices.add(name, mac, user=user, pairing_window_s=window_s)
-    return _ok({"device": _device(device, ctx.online_devices()), "token": token}, 201)
+    return _ok({"device": _device(device, await ctx.online_devices()), "token": token}, 201)
 
 
 async def change_device(request: Request, ctx: AdminContext) -> Response:
@@ -135,7 +148,8 @@ async def change_device(request: Request, ctx: AdminContext) -> Response:
     }
     changes = {key: readers[key]() for key in data}
     device = await ctx.store.devices.configure(request.path_params["name"], **changes)
-    return _ok({"device": _device(device, ctx.online_devices())})
+    await ctx.publish(NoticeKind.DEVICE_CHANGED, device.id)
+    return _ok({"device": _device(device, await ctx.online_devices())})
 
 
 async def revoke_device(request: Request, ctx: AdminContext) -> Response:
@@ -144,14 +158,27 @@ async def revoke_device(request: Request, ctx: AdminContext) -> Response:
     await devices.by_name(name)
     if not await devices.revoke(name):
         raise ApiError(409, "conflict", f"device {name!r} is revoked already")
-    return _ok({"device": _device(await devices.by_name(name), ctx.online_devices())})
+    revoked = await devices.by_name(name)
+    # Its live sessions end, on whichever replica they are.
+    await ctx.publish(NoticeKind.REVOKED, revoked.id)
+    return _ok({"device": _device(revoked, await ctx.online_devices())})
 
 
 async def pair_device(request: Request, ctx: AdminContext) -> Response:
     """Opens the ElatoAI pairing window again (earlier tokens stop working)."""
     window_s = ctx.settings.server.elato_pairing_window_s
     device = await ctx.store.devices.pair(request.path_params["name"], window_s)
-    return _ok({"device": _device(device, ctx.online_devices())})
+    await ctx.publish(NoticeKind.DEVICE_CHANGED, device.id)
+    return _ok({"device": _device(device, await ctx.online_devices())})
+
+
+async def drain(request: Request, ctx: AdminContext) -> Response:
+    """This replica stops taking sessions (``/healthz`` answers 503 ``draining``, so the load
+    balancer sends no one new), lets the replies in flight finish (``server.shutdown_grace_s``),
+    then ends the sessions left, whose devices reconnect to another replica. It keeps running
+    until stopped."""
+    ctx.start_drain()
+    return _ok({"draining": True, "sessions": len(ctx.sessions)}, 202)
 
 
 async def _exists(lookup: Awaitable[object]) -> bool:

@@ -13,7 +13,7 @@ Differences from the original proxy, on purpose:
   of the server before any audio is ``500 {"detail": "proxy_ingest_failed"}`` with the code in the
   same header; the session stays usable.
 - Each device's ``session_id`` keeps its own conversation across requests and turns; sessions
-  idle for :data:`IDLE_EXPIRY_S` are closed, and a device has at most :data:`MAX_SESSIONS_PER_DEVICE`.
+  idle for ``IDLE_EXPIRY_S`` are closed, and a device has at most ``MAX_SESSIONS_PER_DEVICE``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from voxgate.core.config import Settings
-from voxgate.server.transports.assistant_proxy_http import HttpSessions, Refused, post_audio
+from voxgate.server.transports.assistant_proxy_http import post_audio
+from voxgate.server.transports.assistant_proxy_sessions import HttpSessions, Refused
 from voxgate.server.transports.assistant_proxy_ws import proxy_websocket
 
 __all__ = ["HttpSessions", "Refused", "routes"]

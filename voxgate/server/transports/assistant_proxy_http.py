@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -15,22 +12,21 @@ from starlette.types import Receive, Scope, Send
 
 from voxgate.core.errors import ErrorCode, ProtocolError, UnavailableError
 from voxgate.core.events import ErrorEvent, Event, TurnDone
-from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.assistant_proxy import (
     ERROR_HEADER,
     INPUT_RATE_HZ,
-    OUTPUT_RATE_HZ,
     PROTOCOL,
     TOKEN_HEADER,
-    ChunkLedger,
+    AudioChunk,
     ChunkStatus,
-    ReplyCollector,
     ack,
     parse_audio_chunk,
 )
 from voxgate.server.context import ServerContext
 from voxgate.server.policy import limit_key
 from voxgate.server.runner import SlowClientError, feed_audio
+from voxgate.server.shared import ChunkTooLarge, SharedStateError
+from voxgate.server.transports.assistant_proxy_sessions import HttpSession, HttpSessions, Refused
 from voxgate.store.records import Device
 
 logger = logging.getLogger(__name__)
@@ -53,133 +49,6 @@ def observe_event(ctx: ServerContext, event: Event) -> None:
         ctx.metrics.observe_error(PROTOCOL, event)
 
 
-# -- the HTTP path's sessions -----------------------------------------------------------------
-
-IDLE_EXPIRY_S = 300.0
-MAX_SESSIONS_PER_DEVICE = 8
-
-
-class Refused(Exception):
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-
-
-@dataclass(eq=False)
-class HttpSession:
-    key: tuple[str, str]
-    """The device's limit key (``server.policy.limit_key``) and the ``session_id`` it chose."""
-    session: VoiceSession
-    ledger: ChunkLedger = field(default_factory=ChunkLedger)
-    collector: ReplyCollector = field(default_factory=ReplyCollector)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_used: float = 0.0
-    users: int = 0
-    """Requests (and reply bodies) using it now; it is not expired or evicted meanwhile."""
-
-
-class HttpSessions:
-    """One VoiceSession per device and ``session_id``, kept across requests and turns.
-
-    Owned by the app (``app.state``). Idle sessions are closed lazily, on the next request; a
-    device over its cap loses its least recently used idle session.
-    """
-
-    def __init__(
-        self,
-        ctx: ServerContext,
-        *,
-        idle_s: float = IDLE_EXPIRY_S,
-        per_device: int = MAX_SESSIONS_PER_DEVICE,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ctx = ctx
-        self.idle_s = idle_s
-        self.per_device = per_device
-        self._clock = clock
-        self._entries: dict[tuple[str, str], HttpSession] = {}
-        """By (limit key, session_id): a device's ids, or on the shared token one client's."""
-        self._turn = ctx.settings.turn.model_copy(update={"barge_in": False})
-        # On the HTTP path the device ends the turn (``is_final``); server VAD only finds speech.
-        self._detection = ctx.client_commit()
-
-    @classmethod
-    def of(cls, app: Any, ctx: ServerContext) -> HttpSessions:
-        sessions: HttpSessions | None = getattr(app.state, "assistant_proxy_sessions", None)
-        if sessions is None or sessions.ctx is not ctx:  # a new lifespan, a new context
-            sessions = app.state.assistant_proxy_sessions = cls(ctx)
-        return sessions
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def acquire(
-        self, device: Device, session_id: str, client_host: str | None = None
-    ) -> HttpSession:
-        """The session, opened if new; ``release`` it when done. Raises Refused."""
-        now = self._clock()
-        victims = [
-            self._entries.pop(key)
-            for key, entry in list(self._entries.items())
-            if not entry.users and now - entry.last_used > self.idle_s
-        ]
-        key = (limit_key(device, client_host), session_id)
-        try:
-            entry = self._entries.get(key) or await self._open(device, key, victims)
-            self.hold(entry)  # before any await: no other request may expire it now
-        finally:
-            await self._close(victims)
-        return entry
-
-    def hold(self, entry: HttpSession) -> None:
-        entry.users += 1
-        entry.last_used = self._clock()
-
-    def release(self, entry: HttpSession) -> None:
-        entry.users -= 1
-        entry.last_used = self._clock()
-
-    async def _open(
-        self, device: Device, key: tuple[str, str], victims: list[HttpSession]
-    ) -> HttpSession:
-        ctx = self.ctx
-        if ctx.shutting_down.is_set():
-            raise Refused(503, "server shutting down")
-        bucket = key[0]
-        mine = [entry for (owner, _), entry in self._entries.items() if owner == bucket]
-        idle = [entry for entry in mine if not entry.users]
-        if len(mine) >= self.per_device and not idle:
-            raise Refused(429, "too many sessions for this device")
-        if not ctx.connection_limit.allow(bucket):
-            raise Refused(429, "too many new sessions; try again later")
-        if len(mine) >= self.per_device:
-            oldest = min(idle, key=lambda entry: entry.last_used)
-            victims.append(oldest)
-            del self._entries[oldest.key]
-        session = await ctx.open_session(
-            device,
-            output_rate_hz=OUTPUT_RATE_HZ,
-            turn=self._turn,
-            limit_key=bucket,
-            detection=self._detection,
-        )
-        ctx.metrics.sessions.labels(PROTOCOL).inc()
-        ctx.metrics.sessions_total.labels(PROTOCOL).inc()
-        opened = HttpSession(key, session)
-        raced = self._entries.get(key)
-        if raced is not None:  # another request opened it while this one read the history
-            victims.append(opened)
-            return raced
-        self._entries[key] = opened
-        return opened
-
-    async def _close(self, entries: list[HttpSession]) -> None:
-        for entry in entries:
-            await self.ctx.close_session(entry.session)
-            self.ctx.metrics.sessions.labels(PROTOCOL).dec()
-
-
 # -- POST /v1/audio ---------------------------------------------------------------------------
 
 
@@ -199,11 +68,12 @@ async def post_audio(request: Request) -> Response:
         chunk = parse_audio_chunk(body)
     except ProtocolError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+    host = request.client.host if request.client else None
+    if ctx.state.chunks is not None:
+        return await _post_shared(request, ctx, device, chunk, host)
     sessions = HttpSessions.of(request.app, ctx)
     try:
-        entry = await sessions.acquire(
-            device, chunk.session_id, request.client.host if request.client else None
-        )
+        entry = await sessions.acquire(device, chunk.session_id, host)
     except Refused as exc:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
     try:
@@ -225,6 +95,49 @@ async def post_audio(request: Request) -> Response:
                 return JSONResponse(INGEST_FAILED, status_code=500)
     finally:
         sessions.release(entry)
+
+
+async def _post_shared(
+    request: Request, ctx: ServerContext, device: Device, chunk: AudioChunk, host: str | None
+) -> Response:
+    """A chunk kept in the shared state (Redis): any replica may take the next one; the one
+    that takes the final chunk gets the whole utterance and answers it from a session of its
+    own, which continues the device's stored conversation."""
+    chunks = ctx.state.chunks
+    assert chunks is not None
+    try:
+        outcome = await chunks.add(limit_key(device, host), chunk)
+    except ChunkTooLarge as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
+    except SharedStateError as exc:
+        logger.warning("assistant_proxy: %s", exc)
+        return JSONResponse(INGEST_FAILED, status_code=503, headers={"Retry-After": "2"})
+    if outcome.status is not ChunkStatus.FINAL:
+        return JSONResponse(ack(outcome.status))
+    sessions = HttpSessions.of(request.app, ctx)
+    try:
+        entry = await sessions.acquire(device, chunk.session_id, host)
+    except Refused as exc:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    try:
+        async with entry.lock:
+            try:
+                for start in range(0, len(outcome.audio), SHARED_FEED_BYTES):
+                    piece = outcome.audio[start : start + SHARED_FEED_BYTES]
+                    await feed_audio(
+                        ctx, PROTOCOL, entry.session, piece, INPUT_RATE_HZ, count_bytes=False
+                    )
+                await _drain(ctx, entry)
+                return await _answer(ctx, sessions, entry, chunk.session_id)
+            except Exception:
+                logger.exception("assistant_proxy: a shared session's final chunk failed")
+                return JSONResponse(INGEST_FAILED, status_code=500)
+    finally:
+        sessions.release(entry)
+
+
+SHARED_FEED_BYTES = INPUT_RATE_HZ * 2 // 10
+"""The utterance goes in as the device sent it: 100 ms at a time."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -351,6 +264,7 @@ class ReplyStream(Response):
         entry, ctx = self._entry, self._ctx
         collector = entry.collector
         delivered = False
+        turn_id: int | None = None
         try:
             async with entry.lock:
                 while True:
@@ -368,10 +282,14 @@ class ReplyStream(Response):
                 # The device has all of it: the next turn must not count as talking over it.
                 if collector.turn_id is not None:
                     entry.session.report_playout(collector.turn_id, collector.audio_ms)
+                turn_id = collector.turn_id
                 collector.reset()
             else:
                 collector.abandon()
                 entry.session.interrupt()
+        if delivered and turn_id is not None and self._sessions.per_turn:
+            # The next turn may be answered by another replica, from the stored history.
+            await ctx.turn_written(entry.session, turn_id)
         await self._send(send, b"", more_body=False)
 
     async def _send(self, send: Send, body: bytes, *, more_body: bool) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.closing import Close, Ending
 from voxgate.protocols.frames import EventEncoder
 from voxgate.server.context import ServerContext
-from voxgate.server.policy import SessionCounts, limit_key
+from voxgate.server.policy import limit_key
 from voxgate.server.runner import SessionEnded, SlowClientError, pump_events
 from voxgate.store.records import Device
 
@@ -197,11 +198,12 @@ async def serve(websocket: WebSocket, adapter: ProtocolAdapter) -> None:
     ctx: ServerContext = websocket.app.state.ctx
     wire = Wire(ctx, websocket, adapter)
     close: Close | None
-    counts = _session_counts(websocket.app, ctx)
+    caps = ctx.state.session_caps
+    holder = secrets.token_hex(8)
     claimed = False
     try:
         device = await _admit(ctx, wire, adapter)
-        if not counts.claim(adapter.limit_key):
+        if not await caps.claim(adapter.limit_key, holder):
             raise Refused(adapter.close_for(Ending.RATE_LIMITED, _TOO_MANY_SESSIONS))
         claimed = True
         session = await adapter.open_session(ctx, device)
@@ -209,7 +211,7 @@ async def serve(websocket: WebSocket, adapter: ProtocolAdapter) -> None:
         close = refused.close
     except ClientGone:
         if claimed:
-            counts.release(adapter.limit_key)
+            await caps.release(adapter.limit_key, holder)
         return
     else:
         ctx.metrics.sessions.labels(adapter.name).inc()
@@ -221,7 +223,7 @@ async def serve(websocket: WebSocket, adapter: ProtocolAdapter) -> None:
             ctx.metrics.sessions.labels(adapter.name).dec()
             await adapter.ended(ctx, session)
     if claimed:
-        counts.release(adapter.limit_key)
+        await caps.release(adapter.limit_key, holder)
     if close is not None and close.error is not None:
         ctx.metrics.errors.labels(adapter.name, close.error.value).inc()
     await wire.close(close)
@@ -239,8 +241,8 @@ async def _admit(ctx: ServerContext, wire: Wire, adapter: ProtocolAdapter) -> De
         raise Refused(adapter.close_for(Ending.UNAVAILABLE, str(exc))) from None
     client = wire.websocket.client
     key = adapter.limit_key = limit_key(device, client.host if client else None)
-    if not ctx.connection_limit.allow(key):
-        retry_s = ctx.connection_limit.retry_after_s(key)
+    if not await ctx.connection_limit.allow(key):
+        retry_s = await ctx.connection_limit.retry_after_s(key)
         raise Refused(adapter.close_for(Ending.RATE_LIMITED, f"retry in {retry_s:.0f} s"))
     _refuse_if_shutting_down(ctx, adapter)  # authenticating may have taken a while
     if not wire.accepted:
@@ -249,17 +251,6 @@ async def _admit(ctx: ServerContext, wire: Wire, adapter: ProtocolAdapter) -> De
 
 
 _TOO_MANY_SESSIONS = "too many sessions open for this device (server.max_sessions_per_device)"
-
-
-def _session_counts(app: Any, ctx: ServerContext) -> SessionCounts:
-    """Open sessions per device, for every WebSocket protocol (one per app and context)."""
-    counts: SessionCounts | None = getattr(app.state, "session_counts", None)
-    if counts is None or getattr(app.state, "session_counts_of", None) is not ctx:
-        counts = app.state.session_counts = SessionCounts(
-            ctx.settings.server.max_sessions_per_device
-        )
-        app.state.session_counts_of = ctx
-    return counts
 
 
 def _refuse_if_shutting_down(ctx: ServerContext, adapter: ProtocolAdapter) -> None:
@@ -287,7 +278,8 @@ async def _converse(
     )
     reader = asyncio.create_task(_read(ctx, wire, adapter, session))
     watch = asyncio.create_task(adapter.watch(session))
-    tasks = (reader, pump, watch)
+    ended = asyncio.create_task(_ended(ctx, adapter, session))
+    tasks = (reader, pump, watch, ended)
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -298,6 +290,12 @@ async def _converse(
         if task.done() and not task.cancelled():
             return _outcome(adapter, task, is_pump=task is pump)
     return adapter.close_for(Ending.INTERNAL)  # pragma: no cover (one of them ended)
+
+
+async def _ended(ctx: ServerContext, adapter: ProtocolAdapter, session: VoiceSession) -> Close:
+    """The server ended the session (the device was revoked, on any replica; a drain)."""
+    ending, detail = await ctx.end_requested(session)
+    return adapter.close_for(ending, detail)
 
 
 async def _read(
