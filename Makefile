@@ -16,7 +16,7 @@ MODEL_DATA_PACKAGES := pipecat-ai==1.14.0
 # in a venv of its own under .make/: its dependencies are not voxgate's.
 XIAOZHI_SDK := xiaozhi-sdk==0.5.1
 
-.PHONY: run talk test test-fast lint setup bench bench-device screenshots clean
+.PHONY: run talk test test-cluster test-fast lint setup bench bench-device screenshots clean
 
 run: setup
 	$(BIN)/voxgate serve
@@ -26,6 +26,10 @@ talk: setup
 
 test: setup lint $(STAMPS)/xiaozhi-sdk.done
 	$(BIN)/python -m pytest
+
+# Three replicas behind HAProxy, Redis, PostgreSQL (tests/cluster/, a few minutes).
+test-cluster: setup
+	VOXGATE_CLUSTER_TESTS=1 $(BIN)/python -m pytest tests/cluster
 
 test-fast: setup $(STAMPS)/xiaozhi-sdk.done
 	$(BIN)/python -m pytest -m "not models"

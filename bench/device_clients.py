@@ -259,19 +259,30 @@ def _relay_event(message: str) -> tuple[str, dict[str, Any]]:
 
 class ElatoDevice(Device):
     protocol = "elato"
+    frame_samples = 32
+    """The firmware copies 64 bytes (32 samples, 2 ms) at a time."""
+    frames_per_send = 10
 
-    def __init__(self, address: str, mac: str) -> None:
+    def __init__(self, address: str, mac: str, token: str | None = None) -> None:
         super().__init__()
         self._address = address
         self._mac = mac
+        self.token = token
+        """Fetched once while pairing, then kept (as the firmware keeps it) for reconnects."""
         self._decoder = opuslib.Decoder(48_000, 1)  # the firmware decodes at 48 kHz
 
     async def open(self) -> None:
-        async with httpx.AsyncClient(base_url=f"http://{self._address}", trust_env=False) as http:
-            response = await http.get("/api/generate_auth_token", params={"macAddress": self._mac})
-        response.raise_for_status()
+        if self.token is None:
+            async with httpx.AsyncClient(
+                base_url=f"http://{self._address}", trust_env=False
+            ) as http:
+                response = await http.get(
+                    "/api/generate_auth_token", params={"macAddress": self._mac}
+                )
+            response.raise_for_status()
+            self.token = str(response.json()["token"])
         headers = {
-            "Authorization": f"Bearer {response.json()['token']}",
+            "Authorization": f"Bearer {self.token}",
             "X-Device-Mac": self._mac,
             "X-Wifi-Rssi": "-50",
         }
@@ -281,8 +292,10 @@ class ElatoDevice(Device):
         auth = json.loads(await ws.recv())
         if auth.get("type") != "auth":
             raise RuntimeError(f"elato: expected auth, got {auth}")
-        # The firmware copies 64 bytes (32 samples, 2 ms) at a time; sent 10 at a time.
-        self.start(ws, Microphone(ws.send, 32, frames_per_send=10, muted=True))
+        mic = Microphone(
+            ws.send, self.frame_samples, frames_per_send=self.frames_per_send, muted=True
+        )
+        self.start(ws, mic)
         # The session opens with a greeting; the person listens to it first.
         async with asyncio.timeout(TURN_TIMEOUT_S):
             await self.reply_over.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -19,6 +20,14 @@ from voxgate.pipeline.engines import warm_up
 # runs) generation and examples can be slow, which must not fail the suite.
 settings.register_profile("voxgate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("voxgate")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/cluster/ starts three servers, HAProxy and Redis for minutes: only with
+    ``VOXGATE_CLUSTER_TESTS=1`` (``make test-cluster``, which CI runs after ``make test``)."""
+    if collection_path.name == "cluster" and collection_path.parent.name == "tests":
+        return os.environ.get("VOXGATE_CLUSTER_TESTS") != "1"
+    return None
 
 
 @pytest.fixture(scope="session")

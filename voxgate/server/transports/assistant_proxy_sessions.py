@@ -128,7 +128,8 @@ class HttpSessions:
         idle = [entry for entry in mine if not entry.users]
         if len(mine) >= self.per_device and not idle:
             raise Refused(429, "too many sessions for this device")
-        if not await ctx.connection_limit.allow(bucket):
+        # Per turn (shared chunks), a session is no new connection: the turn limit holds it.
+        if not self.per_turn and not await ctx.connection_limit.allow(bucket):
             raise Refused(429, "too many new sessions; try again later")
         if len(mine) >= self.per_device:
             oldest = min(idle, key=lambda entry: entry.last_used)
