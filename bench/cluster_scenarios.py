@@ -112,6 +112,8 @@ class DeviceRun:
     lost_at: float | None = None
     stored_conversations: int = 0
     stored_turns: int = 0
+    elato_token: str | None = None
+    """ElatoAI: the token fetched while pairing, kept for reconnects (as the firmware does)."""
     step: str = ""
     """What it is doing now (for a run that does not end in time)."""
 
@@ -119,7 +121,7 @@ class DeviceRun:
         if self.protocol == "relay":
             return RelayDevice(address, self.token)
         if self.protocol == "elato":
-            return LightElato(address, self.mac, self.token)
+            return LightElato(address, self.mac, self.elato_token)
         if self.protocol == "proxy_http":
             return ProxyHttpDevice(address, self.token, self.session_id)
         return ProxyWsDevice(address, self.token)
@@ -137,6 +139,8 @@ async def _talk(run: DeviceRun, address: str, until: float, utterance: Utterance
                 run.step = f"opening ({time.monotonic():.1f})"
                 try:
                     await device.open()
+                    if isinstance(device, ElatoDevice):
+                        run.elato_token = device.token
                 except Exception as exc:
                     run.errors.append(f"open: {type(exc).__name__}: {exc}")
                     await device.close()
@@ -203,7 +207,7 @@ async def devices_through_a_dying_replica(
         _, late = await asyncio.wait(talking, timeout=duration_s + 2 * TURN_TIMEOUT_S)
         for task in late:
             task.cancel()
-        stuck = [f"{run.name}: {run.step}" for run in runs if run.step and not run.step == "done"]
+        stuck = [f"{run.name}: {run.step}" for run in runs if run.step != "done"]
         if late:
             raise RuntimeError(f"devices did not finish (now {time.monotonic():.1f}): {stuck}")
         await asyncio.sleep(1.0)  # the last turns' writes
@@ -233,7 +237,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "turns_failed": sum(run.failed for run in runs),
         "reconnect_s_p50": _q(reconnects, 0.5),
         "reconnect_s_p95": _q(reconnects, 0.95),
-        "reconnect_s_max": reconnects[-1] if reconnects else None,
+        "reconnect_s_max": round(reconnects[-1], 2) if reconnects else None,
         "turns_lost": sum(
             max(0, run.completed - run.stored_turns) for run in runs if run.protocol in STRICT
         ),

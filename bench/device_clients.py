@@ -118,6 +118,17 @@ class Microphone:
         return self._start + (begin + utterance.end_sample) / RATE_HZ
 
     async def run(self) -> None:
+        try:
+            await self._capture()
+        finally:
+            # The connection is gone (or the device hung up): whoever waits to have spoken
+            # hears about it from the device, not from a microphone that stopped.
+            for _, waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    async def _capture(self) -> None:
         self._start = time.monotonic()
         while True:
             due = self._start + (self._captured + self._chunk) / RATE_HZ
