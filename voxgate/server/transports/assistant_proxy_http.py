@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -70,7 +71,10 @@ async def post_audio(request: Request) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=422)
     host = request.client.host if request.client else None
     if ctx.state.chunks is not None:
-        return await _post_shared(request, ctx, device, chunk, host)
+        shared = await _shared_chunk(ctx, device, chunk, host)
+        if isinstance(shared, Response):
+            return shared
+        chunk = shared
     sessions = HttpSessions.of(request.app, ctx)
     try:
         entry = await sessions.acquire(device, chunk.session_id, host)
@@ -97,12 +101,12 @@ async def post_audio(request: Request) -> Response:
         sessions.release(entry)
 
 
-async def _post_shared(
-    request: Request, ctx: ServerContext, device: Device, chunk: AudioChunk, host: str | None
-) -> Response:
-    """A chunk kept in the shared state (Redis): any replica may take the next one; the one
-    that takes the final chunk gets the whole utterance and answers it from a session of its
-    own, which continues the device's stored conversation."""
+async def _shared_chunk(
+    ctx: ServerContext, device: Device, chunk: AudioChunk, host: str | None
+) -> AudioChunk | Response:
+    """A chunk kept in the shared state (Redis), so that any replica may take the next one: the
+    answer to a chunk that is not final; the final one carrying the whole utterance, which this
+    replica answers from a session of its own that continues the device's stored conversation."""
     chunks = ctx.state.chunks
     assert chunks is not None
     try:
@@ -114,30 +118,7 @@ async def _post_shared(
         return JSONResponse(INGEST_FAILED, status_code=503, headers={"Retry-After": "2"})
     if outcome.status is not ChunkStatus.FINAL:
         return JSONResponse(ack(outcome.status))
-    sessions = HttpSessions.of(request.app, ctx)
-    try:
-        entry = await sessions.acquire(device, chunk.session_id, host)
-    except Refused as exc:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-    try:
-        async with entry.lock:
-            try:
-                for start in range(0, len(outcome.audio), SHARED_FEED_BYTES):
-                    piece = outcome.audio[start : start + SHARED_FEED_BYTES]
-                    await feed_audio(
-                        ctx, PROTOCOL, entry.session, piece, INPUT_RATE_HZ, count_bytes=False
-                    )
-                await _drain(ctx, entry)
-                return await _answer(ctx, sessions, entry, chunk.session_id)
-            except Exception:
-                logger.exception("assistant_proxy: a shared session's final chunk failed")
-                return JSONResponse(INGEST_FAILED, status_code=500)
-    finally:
-        sessions.release(entry)
-
-
-SHARED_FEED_BYTES = INPUT_RATE_HZ * 2 // 10
-"""The utterance goes in as the device sent it: 100 ms at a time."""
+    return replace(chunk, pcm=outcome.audio)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
