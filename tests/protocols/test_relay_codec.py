@@ -23,12 +23,16 @@ from voxgate.core.events import (
     Transcript,
     TurnDone,
     TurnTimings,
+    WakeWordHeard,
+    WakeWordWaiting,
 )
+from voxgate.core.listening import FollowUp, ListeningMode
 from voxgate.protocols.relay import (
     PROTOCOL_VERSION,
     AudioFrame,
     CharacterOverrides,
     InputCommit,
+    Listening,
     PlaybackPosition,
     Ready,
     RelayDecoder,
@@ -314,13 +318,76 @@ def test_session_ready_states_the_version_and_what_was_negotiated() -> None:
     )
     (frame,) = RelaySequencer().frames(ready_message(ready))
     assert frame == (
-        '{"event":"session.ready","seq":1,"payload":{"protocol_version":"1.0","session_id":"abc",'
+        '{"event":"session.ready","seq":1,"payload":{"protocol_version":"1.1","session_id":"abc",'
         '"device":"kitchen","input":{"audio_format":"pcm16","sample_rate_hz":16000,"channels":1},'
         '"output":{"audio_format":"pcm16","sample_rate_hz":24000,"channels":1},'
         '"turn_detection":"client","partial_transcripts":false,"barge_in":true,'
         '"character":{"name":"Vox"},"greeting":true,"resumed":false,"resumed_turns":0,'
-        '"max_message_bytes":1024}}'
+        '"max_message_bytes":1024,"listening":{"mode":"push_to_talk"}}}'
     )
+
+
+def test_session_start_may_ask_for_wake_word_listening() -> None:
+    text = (
+        '{"event":"session.start","seq":1,"payload":{"listening":{"mode":"wake_word",'
+        '"wake_word":"okay_nabu","follow_up":"turn","silence_s":12}}}'
+    )
+    start = RelayDecoder(4096).receive_text(text).event
+    assert isinstance(start, SessionStart)
+    assert start.listening == Listening(
+        ListeningMode.WAKE_WORD, "okay_nabu", FollowUp.TURN, silence_s=12.0
+    )
+    old = RelayDecoder(4096).receive_text('{"event":"session.start","seq":1}').event
+    assert isinstance(old, SessionStart) and old.listening == Listening()
+
+
+@pytest.mark.parametrize(
+    ("listening", "needle"),
+    [
+        ('{"mode":"always"}', '"push_to_talk" or "wake_word"'),
+        ('{"mode":"wake_word","follow_up":"forever"}', '"conversation" or "turn"'),
+        ('{"mode":"wake_word","wake_word":3}', "wake_word"),
+        ('{"mode":"wake_word","silence_s":0}', "silence_s"),
+        ('{"mode":"wake_word","silence_s":"8"}', "silence_s"),
+        ('"wake_word"', "listening"),
+    ],
+)
+def test_bad_listening_is_a_bad_request_naming_the_field(listening: str, needle: str) -> None:
+    error = protocol_error(
+        f'{{"event":"session.start","seq":1,"payload":{{"listening":{listening}}}}}'
+    )
+    assert error.code == ErrorCode.BAD_REQUEST
+    assert needle in str(error)
+
+
+def test_wake_word_ready_and_events_on_the_wire() -> None:
+    ready = Ready(
+        session_id="abc",
+        device="kitchen",
+        input_rate_hz=16_000,
+        output_rate_hz=24_000,
+        turn_detection=TurnDetection.SERVER_VAD,
+        partial_transcripts=False,
+        barge_in=True,
+        character_name="Vox",
+        greeting=False,
+        resumed_turns=None,
+        max_message_bytes=1024,
+        listening_mode=ListeningMode.WAKE_WORD,
+        wake_word="hey_jarvis",
+        follow_up=FollowUp.CONVERSATION,
+        silence_s=8.0,
+    )
+    (frame,) = RelaySequencer().frames(ready_message(ready))
+    assert frame.endswith(
+        '"listening":{"mode":"wake_word","wake_word":"hey_jarvis","follow_up":"conversation",'
+        '"silence_s":8.0,"state":"waiting"}}}'
+    )
+    assert wire([WakeWordHeard("hey_jarvis", 1234.5), WakeWordWaiting("silence")]) == [
+        '{"event":"wake.detected","seq":1,"payload":{"wake_word":"hey_jarvis","at_ms":1234.5,'
+        '"state":"listening"}}',
+        '{"event":"wake.waiting","seq":2,"payload":{"reason":"silence","state":"waiting"}}',
+    ]
 
 
 def test_text_that_looks_like_the_envelope_cannot_confuse_the_sequencer() -> None:

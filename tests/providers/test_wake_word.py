@@ -9,8 +9,6 @@ the quick suite.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from voxgate.providers.micro_wakeword import (
     MicroWakeWordSettings,
     create,
 )
-from voxgate.speech_corpus import INSTALL_HINT, librivox_clips
+from voxgate.speech_corpus import INSTALL_HINT, librivox_clips, synthesized
 
 RATE_HZ = 16_000
 SAMPLES = Path(__file__).resolve().parents[2] / "voxgate" / "samples"
@@ -40,15 +38,12 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> WakeWord:
     return create(MicroWakeWordSettings(), store)
 
 
-def flite(text: str, voice: str, folder: Path) -> Int16Array:
-    """``text`` spoken by flite's ``voice``, 16 kHz mono PCM16."""
-    if shutil.which("flite") is None:
-        pytest.skip("flite is not installed (apt-get install flite)")
-    out = folder / f"{voice}.wav"
-    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], check=True)
-    audio, rate = read_wav(out)
-    assert rate == RATE_HZ
-    return audio
+def flite(text: str, voice: str, folder: Path | None = None) -> Int16Array:
+    """``text`` spoken by flite's ``voice``, 16 kHz mono PCM16, made now."""
+    try:
+        return synthesized(text, "flite", voice)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 def detections(engine: WakeWord, word: str, audio: Int16Array) -> list[WakeDetection]:

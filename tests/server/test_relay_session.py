@@ -166,7 +166,7 @@ async def test_a_device_token_is_accepted_from_header_query_or_session_start(
             ready = await c.start(**extra)
             assert await server.open_sessions() == 1
             assert await server.metric("voxgate_sessions_open") == 1
-    assert ready["protocol_version"] == "1.0" and ready["device"] == "kitchen"
+    assert ready["protocol_version"] == "1.1" and ready["device"] == "kitchen"
     assert ready["input"] == {"audio_format": "pcm16", "sample_rate_hz": 16000, "channels": 1}
     assert ready["output"]["sample_rate_hz"] == 24000
     assert ready["turn_detection"] == "server_vad" and ready["session_id"]
@@ -193,7 +193,7 @@ async def test_a_bad_or_missing_token_is_refused_with_4401(tmp_path: Path, case:
     (error,) = c.received
     assert error["event"] == "error" and error["seq"] == 1
     assert error["payload"]["code"] == "unauthorized" and error["payload"]["fatal"] is True
-    assert error["payload"]["protocol_version"] == "1.0"
+    assert error["payload"]["protocol_version"] == "1.1"
 
 
 @bounded(30)

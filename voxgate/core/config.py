@@ -39,6 +39,7 @@ from voxgate.core.engine_settings import (
     engine_settings,
 )
 from voxgate.core.errors import ConfigError
+from voxgate.core.listening import FollowUp, ListeningMode
 
 __all__ = [
     "BreakerSettings",
@@ -46,6 +47,7 @@ __all__ = [
     "DatabaseSettings",
     "EngineSettings",
     "LLMSettings",
+    "ListeningSettings",
     "Price",
     "RealtimeSettings",
     "RetrySettings",
@@ -159,6 +161,25 @@ class CharacterSettings(BaseModel):
     voice: str | None = None
     """The TTS voice in the engine's own terms (see ``TextToSpeech.synthesize``); None: the
     ``[tts]`` voice."""
+    wake_word: str | None = None
+    """The wake word sessions with this character listen for in ``wake_word`` mode (an
+    installed one: ``hey_jarvis``); None: ``[wake_word].wake_word``."""
+
+
+class ListeningSettings(BaseModel):
+    """``[listening]``: how sessions listen (voxgate.core.listening)."""
+
+    mode: ListeningMode = ListeningMode.PUSH_TO_TALK
+    """For relay sessions that do not choose: ``push_to_talk`` hears everything the device
+    sends; ``wake_word`` nothing (no transcript, no row, no usage) until the wake word."""
+    elato_mode: ListeningMode = ListeningMode.PUSH_TO_TALK
+    """The same for ElatoAI devices (their firmware streams while a session is open)."""
+    follow_up: FollowUp = FollowUp.CONVERSATION
+    """After the wake word: one ``turn``, or a ``conversation`` until silence."""
+    conversation_silence_s: float = Field(8.0, gt=0)
+    """A conversation waits for the wake word again after this long without speech or reply."""
+    pre_roll_ms: int = Field(300, ge=0, le=2000)
+    """Audio from just before the word fired that the conversation hears too."""
 
 
 class ServerSettings(BaseModel):
@@ -292,6 +313,7 @@ class Settings(BaseSettings):
     wake_word: WakeWordSection = Field(default_factory=lambda: engine_settings("wake"))
     """The engine sessions in ``wake_word`` listening mode listen with (see ``[listening]``)."""
     turn: TurnSettings = Field(default_factory=TurnSettings)
+    listening: ListeningSettings = Field(default_factory=ListeningSettings)
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

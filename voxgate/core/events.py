@@ -145,6 +145,24 @@ class ErrorEvent:
     turn_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WakeWordHeard:
+    """A session in ``wake_word`` listening mode heard its wake word: from now on its audio is a
+    conversation (transcribed, answered, stored, billed); before, none of it was."""
+
+    wake_word: str
+    at_ms: float
+    """Session audio time at which the engine fired (a little after the word ended)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WakeWordWaiting:
+    """The session waits for its wake word again; nothing it hears is transcribed until then."""
+
+    reason: str
+    """``"turn_done"`` (one turn per wake word) or ``"silence"`` (the conversation went quiet)."""
+
+
 Event = (
     SpeechStarted
     | SpeechStopped
@@ -157,4 +175,6 @@ Event = (
     | LateUsage
     | SessionEndRequested
     | ErrorEvent
+    | WakeWordHeard
+    | WakeWordWaiting
 )

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from voxgate.core.errors import ErrorCode, ProtocolError
 from voxgate.core.events import (
@@ -36,11 +36,14 @@ from voxgate.core.events import (
     SpeechStopped,
     Transcript,
     TurnDone,
+    WakeWordHeard,
+    WakeWordWaiting,
 )
+from voxgate.core.listening import FollowUp, ListeningMode
 from voxgate.protocols.closing import Close, CloseCode, Ending
 from voxgate.protocols.frames import Outbound
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 """Major.minor: a minor version only adds events or payload fields, which clients must ignore."""
 DEFAULT_INPUT_RATE_HZ = 16_000
 DEFAULT_OUTPUT_RATE_HZ = 24_000
@@ -53,6 +56,7 @@ MAX_TEXT_CHARS = 2_000
 MAX_PROMPT_CHARS = 8_000
 MAX_NAME_CHARS = 100
 MAX_TOKEN_CHARS = 512
+MAX_SILENCE_S = 3_600
 
 
 class TurnDetection(StrEnum):
@@ -74,6 +78,17 @@ class CharacterOverrides:
 
 
 @dataclass(frozen=True, slots=True)
+class Listening:
+    """``session.start``'s ``listening`` (1.1): how the session listens; None fields: the
+    server's settings."""
+
+    mode: ListeningMode | None = None
+    wake_word: str | None = None
+    follow_up: FollowUp | None = None
+    silence_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStart:
     token: str | None = None
     input_rate_hz: int = DEFAULT_INPUT_RATE_HZ
@@ -84,6 +99,7 @@ class SessionStart:
     character: CharacterOverrides = field(default_factory=CharacterOverrides)
     greeting: bool = True
     resume_session_id: str | None = None
+    listening: Listening = field(default_factory=Listening)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,9 @@ class RelayDecoder:
             )
 
 
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
 class _Payload:
     """Typed access to a payload's fields, each failure a ProtocolError naming the field."""
 
@@ -236,6 +255,15 @@ class _Payload:
             raise self._fail(key, "an object")
         return _Payload(f"{self.event}.{key}", value)
 
+    def choice(self, key: str, kind: type[_Choice]) -> _Choice | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        names = {member.value for member in kind}
+        if not isinstance(value, str) or value not in names:
+            raise self._fail(key, " or ".join(f'"{name}"' for name in sorted(names)))
+        return kind(value)
+
     def audio_rate(self, key: str, default: int) -> int:
         audio = self.section(key)
         audio_format = audio.data.get("audio_format", AUDIO_FORMAT_PCM16)
@@ -270,6 +298,19 @@ def _session_start(p: _Payload) -> SessionStart:
         ),
         greeting=bool(p.flag("greeting", True)),
         resume_session_id=p.text("resume_session_id", MAX_NAME_CHARS),
+        listening=_listening(p.section("listening")),
+    )
+
+
+def _listening(p: _Payload) -> Listening:
+    silence_s = p.number("silence_s") if "silence_s" in p.data else None
+    if silence_s is not None and not 1 <= silence_s <= MAX_SILENCE_S:
+        raise p._fail("silence_s", f"a number of seconds in 1..{MAX_SILENCE_S}")
+    return Listening(
+        mode=p.choice("mode", ListeningMode),
+        wake_word=p.text("wake_word", MAX_NAME_CHARS),
+        follow_up=p.choice("follow_up", FollowUp),
+        silence_s=silence_s,
     )
 
 
@@ -313,6 +354,11 @@ class Ready:
     resumed_turns: int | None
     """Exchanges restored from ``resume_session_id``; None when nothing was resumed."""
     max_message_bytes: int
+    listening_mode: ListeningMode = ListeningMode.PUSH_TO_TALK
+    wake_word: str | None = None
+    """In ``wake_word`` mode: the word (``"hey_jarvis"``)."""
+    follow_up: FollowUp | None = None
+    silence_s: float | None = None
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -345,8 +391,21 @@ def ready_message(ready: Ready) -> str:
             "resumed": ready.resumed_turns is not None,
             "resumed_turns": ready.resumed_turns or 0,
             "max_message_bytes": ready.max_message_bytes,
+            "listening": _listening_payload(ready),
         },
     )
+
+
+def _listening_payload(ready: Ready) -> dict[str, Any]:
+    if ready.listening_mode is ListeningMode.PUSH_TO_TALK:
+        return {"mode": ready.listening_mode.value}
+    return {
+        "mode": ready.listening_mode.value,
+        "wake_word": ready.wake_word,
+        "follow_up": ready.follow_up.value if ready.follow_up else None,
+        "silence_s": ready.silence_s,
+        "state": "waiting",
+    }
 
 
 def error_message(
@@ -436,6 +495,11 @@ class RelayEncoder:
                 return [Outbound(session_end_message("assistant"))]
             case LateUsage():
                 return []  # kept by the server, not the device's business
+            case WakeWordHeard(wake_word, at_ms):
+                payload = {"wake_word": wake_word, "at_ms": at_ms, "state": "listening"}
+                return [Outbound(_message("wake.detected", payload))]
+            case WakeWordWaiting(reason):
+                return [Outbound(_message("wake.waiting", {"reason": reason, "state": "waiting"}))]
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
     @staticmethod

@@ -11,11 +11,13 @@ from typing import Any
 
 from voxgate.core import registry
 from voxgate.core.config import CharacterSettings, Settings, TurnSettings
-from voxgate.core.errors import NotFoundError, UnavailableError, reason
+from voxgate.core.errors import ConfigError, NotFoundError, UnavailableError, reason
+from voxgate.core.listening import WakeListening
 from voxgate.core.turns import ClientCommit, ServerVAD, TurnDetection
 from voxgate.pipeline import Engines, TurnSession
 from voxgate.pipeline.history import Conversation
 from voxgate.pipeline.voice_session import VoiceSession
+from voxgate.pipeline.wake_gate import WakeGatedSession
 from voxgate.protocols.closing import Ending
 from voxgate.server.metrics import Metrics
 from voxgate.server.recording import ConversationRecorder, exchanges_of, new_conversation_id
@@ -240,11 +242,13 @@ class ServerContext:
         character: CharacterChoice | None = None,
         limit_key: str | None = None,
         detection: TurnDetection | None = None,
+        listening: WakeListening | None = None,
     ) -> VoiceSession:
         """A new session for one connection. It continues the device's last conversation with
         the same character (its last turns), and is recorded as it goes. ``detection``: how the
         protocol has its turns end (None: the configured server VAD, the cascade's or the
-        speech-to-speech engine's own)."""
+        speech-to-speech engine's own). ``listening``: the session waits for a wake word first
+        (check it with :meth:`wake_listening`); None: it hears everything."""
         turn = turn or self.settings.turn
         if character is None:
             character = await self.character_for(device)
@@ -265,6 +269,7 @@ class ServerContext:
             device.user_id,
             character.character_id,
             resumed=resumed,
+            lazy=listening is not None,
         )
         key = limit_key or f"device:{device.id}"  # the shared token: per client (server.policy)
         session: VoiceSession
@@ -292,6 +297,10 @@ class ServerContext:
                 observer=recorder,
                 detection=detection or self.server_vad(),
             )
+        if listening is not None:
+            wake = self.engines.wake_word
+            assert wake is not None, "wake_listening() checked it"
+            session = WakeGatedSession(session, wake, listening)
         self.sessions.add(session)
         self._recorders[session] = recorder
         self._devices_of[session] = device.id
@@ -299,6 +308,23 @@ class ServerContext:
         self._endings[session] = asyncio.get_running_loop().create_future()
         await self.state.presence.arrive(device.id, holder)
         return session
+
+    def wake_listening(
+        self, wake_word: str | None = None, character: CharacterSettings | None = None
+    ) -> WakeListening:
+        """A session's ``wake_word`` listening as configured (``[listening]``), for ``wake_word``
+        (else the character's, else ``[wake_word].wake_word``). ConfigError, naming the
+        installed words, when this server cannot listen for it."""
+        engine = self.engines.wake_word
+        if engine is None:
+            raise ConfigError("this server has no wake-word engine (its VAD is the stand-in)")
+        word = wake_word or (character.wake_word if character else None)
+        word = word or self.settings.wake_word.wake_word
+        engine.new_stream(word)  # raises for a word it does not have
+        listening = self.settings.listening
+        return WakeListening(
+            word, listening.follow_up, listening.conversation_silence_s, listening.pre_roll_ms
+        )
 
     def server_vad(self, silence_ms: int | None = None) -> ServerVAD:
         """The server ends turns after ``silence_ms`` (default ``turn.end_of_turn_silence_ms``)

@@ -51,7 +51,10 @@ class ConversationRecorder:
         character_id: int | None,
         *,
         resumed: bool,
+        lazy: bool = False,
     ) -> None:
+        """``lazy``: the conversation is written only with its first turn or error (a session
+        that waits for its wake word leaves no row until it is heard)."""
         self.conversation_id = conversation_id
         self.session_id = str(uuid.uuid4())
         self._writer = writer
@@ -59,11 +62,20 @@ class ConversationRecorder:
         self._user_id = user_id
         self._tickets: dict[int, int] = {}  # turn id → write-queue ticket
         self._turn_at: dict[int, float] = {}  # turn id → when it was written
-        writer.submit(
-            ConversationOpened(conversation_id, device_id, user_id, character_id, resumed=resumed)
+        self._opening: ConversationOpened | None = ConversationOpened(
+            conversation_id, device_id, user_id, character_id, resumed=resumed
         )
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        if self._opening is not None:
+            self._writer.submit(self._opening)
+            self._opening = None
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, TurnDone | LateUsage | Interrupted | ErrorEvent):
+            self._open()
         match event:
             case TurnDone():
                 at = self._turn_at[event.turn_id] = time.time()
@@ -110,4 +122,5 @@ class ConversationRecorder:
         return self._tickets.get(turn_id, 0)
 
     def close(self) -> None:
-        self._writer.submit(ConversationClosed(self.conversation_id))
+        if self._opening is None:  # opened: a lazy one that never was has nothing to close
+            self._writer.submit(ConversationClosed(self.conversation_id))

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 from voxgate.core.config import Settings
 from voxgate.core.errors import ConfigError, ProtocolError
+from voxgate.core.listening import ListeningMode
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import elato
 from voxgate.protocols.closing import Close, Ending
@@ -113,12 +114,16 @@ class ElatoAdapter(ProtocolAdapter):
             character = character.model_copy(update={"first_message": DEFAULT_FIRST_MESSAGE})
         # The microphone is off while the device speaks: no barge-in.
         turn = settings.turn.model_copy(update={"barge_in": False})
+        # Hands-free only when configured: the firmware knows nothing of it.
+        hands_free = settings.listening.elato_mode == ListeningMode.WAKE_WORD
+        self.listening = ctx.wake_listening(character=character) if hands_free else None
         return await ctx.open_session(
             device,
             output_rate_hz=elato.OUTPUT_RATE_HZ,
             turn=turn,
             character=CharacterChoice(character, choice.character_id),
             detection=ctx.server_vad(settings.server.elato_end_of_turn_silence_ms),
+            listening=self.listening,
         )
 
     async def begin(self, ctx: ServerContext, wire: Wire, session: VoiceSession) -> None:
@@ -131,7 +136,8 @@ class ElatoAdapter(ProtocolAdapter):
                 pitch_factor=1.0 if settings.pitch is None else settings.pitch,
             )
         )
-        await session.greet()
+        if self.listening is None:  # a hands-free session waits to be spoken to
+            await session.greet()
 
     def encoder(self, session: VoiceSession) -> EventEncoder:
         return self.codec

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import Any
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from voxgate.core.config import Settings, TurnSettings
-from voxgate.core.errors import ErrorCode, NotFoundError
+from voxgate.core.errors import ConfigError, ErrorCode, NotFoundError
+from voxgate.core.listening import ListeningMode, WakeListening
 from voxgate.pipeline.history import Exchange
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols import relay as codec
@@ -138,6 +140,7 @@ class RelayAdapter(ProtocolAdapter):
         self.idle_timeout_s = ctx.settings.server.relay_idle_timeout_s
         self.turn = _turn_settings(ctx.settings.turn, start)
         self.choice = await _character(ctx, device, start)
+        self.listening = _listening(ctx, start, self.choice)
         # The client commits turns; the server's VAD still finds where speech is (and barge-in).
         client = start.turn_detection is TurnDetection.CLIENT
         session = await ctx.open_session(
@@ -146,6 +149,7 @@ class RelayAdapter(ProtocolAdapter):
             turn=self.turn,
             character=self.choice,
             detection=ctx.client_commit() if client else None,
+            listening=self.listening,
         )
         # The device's conversation continues from the database; a resumed session id (a
         # reconnect to this process) gives exactly that session's history instead.
@@ -161,6 +165,9 @@ class RelayAdapter(ProtocolAdapter):
 
     async def begin(self, ctx: ServerContext, wire: Wire, session: VoiceSession) -> None:
         start = self._start
+        wake = self.listening
+        # A session waiting for its wake word says nothing first: it was not spoken to.
+        greeting = start.greeting and wake is None
         ready = Ready(
             session_id=self.session_id,
             device=self.device_name,
@@ -170,12 +177,16 @@ class RelayAdapter(ProtocolAdapter):
             partial_transcripts=self.turn.partial_transcripts,
             barge_in=self.turn.barge_in,
             character_name=self.choice.settings.name,
-            greeting=start.greeting,
+            greeting=greeting,
             resumed_turns=self.resumed,
             max_message_bytes=ctx.settings.server.max_message_bytes,
+            listening_mode=ListeningMode.WAKE_WORD if wake else ListeningMode.PUSH_TO_TALK,
+            wake_word=wake.wake_word if wake else None,
+            follow_up=wake.follow_up if wake else None,
+            silence_s=wake.silence_s if wake else None,
         )
         await wire.send(codec.ready_message(ready))
-        if start.greeting:
+        if greeting:
             await session.greet()
 
     def encoder(self, session: VoiceSession) -> EventEncoder:
@@ -240,6 +251,24 @@ def _histories(app: Any) -> OrderedDict[str, _History]:
 async def _report(ctx: ServerContext, wire: Wire, code: ErrorCode, message: str) -> None:
     ctx.metrics.errors.labels(PROTOCOL, code.value).inc()
     await wire.send(codec.error_message(code, message))
+
+
+def _listening(
+    ctx: ServerContext, start: SessionStart, choice: CharacterChoice
+) -> WakeListening | None:
+    """The session's wake word listening, or None when it hears everything (push to talk)."""
+    asked = start.listening
+    if (asked.mode or ctx.settings.listening.mode) != ListeningMode.WAKE_WORD:
+        return None
+    try:
+        listening = ctx.wake_listening(asked.wake_word, choice.settings)
+    except ConfigError as exc:
+        raise Refused(codec.close_for(Ending.BAD_REQUEST, str(exc))) from None
+    return dataclasses.replace(
+        listening,
+        follow_up=asked.follow_up or listening.follow_up,
+        silence_s=asked.silence_s or listening.silence_s,
+    )
 
 
 def _turn_settings(turn: TurnSettings, start: SessionStart) -> TurnSettings:

@@ -1,0 +1,188 @@
+"""A session that listens for its wake word first: the privacy gate in front of a voice session.
+
+While it waits, the device's audio goes only to the wake-word engine (and a short ring buffer of
+the last ``pre_roll_ms``): the session inside hears none of it, so nothing is transcribed, stored
+or billed, and no VAD or STT runs. When the word is heard the gate says so (:class:`WakeWordHeard`)
+and the audio from then on (with the pre-roll) goes to the session inside. It waits again after the
+reply (``follow_up = "turn"``) or after ``silence_s`` without speech or reply (``"conversation"``).
+
+Silence is counted in the device's audio, not wall time (a stalled stream is not silence), and
+only while nothing is happening: no speech in progress, no reply between its start and the moment
+its ``turn.done`` reaches the transport (which sends reply audio paced, so that is about when it
+finishes playing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from voxgate.core.audio import StreamResampler
+from voxgate.core.capabilities import WakeWord, WakeWordStream
+from voxgate.core.events import (
+    ErrorEvent,
+    Event,
+    ReplyStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDone,
+    WakeWordHeard,
+    WakeWordWaiting,
+)
+from voxgate.core.listening import FollowUp, WakeListening
+from voxgate.pipeline.history import Conversation
+from voxgate.pipeline.outbox import EventOutbox
+from voxgate.pipeline.voice_session import VoiceSession
+
+
+class WakeGatedSession:
+    """A :class:`VoiceSession` that passes audio to ``inner`` only after the wake word."""
+
+    def __init__(self, inner: VoiceSession, engine: WakeWord, listening: WakeListening) -> None:
+        self.inner = inner
+        self.listening = listening
+        self._engine = engine
+        self._stream: WakeWordStream = engine.new_stream(listening.wake_word)
+        self._resampler: StreamResampler | None = None
+        self._pre_roll: deque[tuple[bytes, int]] = deque()  # (pcm, samples), newest last
+        self._pre_roll_samples = 0
+        self._rate_hz = 0
+        self.waiting = True
+        self._audio_s = 0.0  # the session's audio so far (its clock, as at_ms elsewhere)
+        self._fed = 0  # samples the stream has been given: its detections count in these
+        self._idle_s = 0.0
+        self._speaking = False
+        self._replying = False
+        self._out = EventOutbox()
+        self._forward = asyncio.create_task(self._forward_events())
+
+    @property
+    def history(self) -> Conversation:
+        return self.inner.history
+
+    @history.setter
+    def history(self, value: Conversation) -> None:
+        self.inner.history = value
+
+    # -- events: the inner session's, and the gate's own, in order ---------------------------
+
+    async def _forward_events(self) -> None:
+        async for event in self.inner.events():
+            self._out.emit(event)
+        self._out.end()
+
+    async def events(self) -> AsyncIterator[Event]:
+        while (event := await self.next_event()) is not None:
+            yield event
+
+    async def next_event(self, timeout_s: float | None = None) -> Event | None:
+        event = await self._out.next(timeout_s)
+        if event is not None:
+            self._follow(event)
+        return event
+
+    @property
+    def undelivered(self) -> int:
+        return self._out.undelivered + self.inner.undelivered
+
+    def _follow(self, event: Event) -> None:
+        """Track speech and replies as the transport takes the events."""
+        match event:
+            case SpeechStarted():
+                self._speaking, self._idle_s = True, 0.0
+            case SpeechStopped():
+                self._speaking = False
+            case ReplyStarted():
+                self._replying = True
+            case TurnDone() | ErrorEvent():
+                self._replying, self._idle_s = False, 0.0
+                if isinstance(event, TurnDone) and self.listening.follow_up == FollowUp.TURN:
+                    self._wait_again("turn_done")
+
+    def _wait_again(self, reason: str) -> None:
+        if self.waiting:
+            return
+        self.waiting = True
+        self._speaking = self._replying = False
+        self._stream.reset()
+        self._out.emit(WakeWordWaiting(reason))
+
+    # -- audio -------------------------------------------------------------------------------
+
+    async def push_audio(self, pcm: bytes, sample_rate_hz: int = 16_000) -> None:
+        started_s = self._audio_s
+        self._audio_s += len(pcm) // 2 / sample_rate_hz
+        if not self.waiting:
+            await self.inner.push_audio(pcm, sample_rate_hz)
+            self._count_silence(len(pcm) // 2 / sample_rate_hz)
+            return
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+        self._keep(pcm, len(samples), sample_rate_hz)
+        if self._resampler is None or self._resampler.from_hz != sample_rate_hz:
+            self._resampler = StreamResampler(sample_rate_hz, self._engine.sample_rate_hz)
+        heard = self._resampler.process(samples)
+        fed_before, self._fed = self._fed, self._fed + len(heard)
+        detection = self._stream.process(heard)
+        if detection is None:
+            return
+        self.waiting, self._idle_s = False, 0.0
+        into_frame_s = (detection.end_sample - fed_before) / self._engine.sample_rate_hz
+        at_ms = max(0.0, started_s + into_frame_s) * 1000.0
+        self._out.emit(WakeWordHeard(detection.wake_word, round(at_ms, 1)))
+        # The question may follow the word without a pause: the session hears the last moments.
+        pre_roll, self._pre_roll = b"".join(p for p, _ in self._pre_roll), deque()
+        self._pre_roll_samples = 0
+        await self.inner.push_audio(pre_roll, sample_rate_hz)
+
+    def _keep(self, pcm: bytes, samples: int, rate_hz: int) -> None:
+        """The last ``pre_roll_ms`` of audio as sent (whole frames, so a little more)."""
+        if rate_hz != self._rate_hz:
+            self._pre_roll.clear()
+            self._pre_roll_samples, self._rate_hz = 0, rate_hz
+        self._pre_roll.append((pcm, samples))
+        self._pre_roll_samples += samples
+        limit = self.listening.pre_roll_ms * rate_hz // 1000
+        while self._pre_roll and self._pre_roll_samples - self._pre_roll[0][1] >= limit:
+            self._pre_roll_samples -= self._pre_roll.popleft()[1]
+
+    def _count_silence(self, seconds: float) -> None:
+        if self.listening.follow_up != FollowUp.CONVERSATION:
+            return
+        if self._speaking or self._replying:
+            return
+        self._idle_s += seconds
+        if self._idle_s >= self.listening.silence_s:
+            self._wait_again("silence")
+
+    # -- the rest goes to the session inside ------------------------------------------------
+
+    def commit_turn(self) -> bool:
+        return False if self.waiting else self.inner.commit_turn()
+
+    async def say(self, text: str) -> None:
+        """A typed turn: a deliberate act, answered whether or not the word was heard."""
+        self._idle_s = 0.0
+        await self.inner.say(text)
+
+    async def greet(self) -> None:
+        await self.inner.greet()
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
+
+    def was_interrupted(self, turn_id: int) -> bool:
+        return self.inner.was_interrupted(turn_id)
+
+    def report_playout(self, turn_id: int, played_ms: float) -> None:
+        self._idle_s = 0.0  # the reply is still playing
+        self.inner.report_playout(turn_id, played_ms)
+
+    async def wait_idle(self) -> None:
+        await self.inner.wait_idle()
+
+    async def close(self) -> None:
+        await self.inner.close()
+        await self._forward
