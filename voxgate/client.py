@@ -4,6 +4,9 @@
 WAV as a device would (20 ms PCM16 frames at 16 kHz, at real-time pace, then 1.5 s of silence),
 prints every event with its time since the end of the sent speech, and writes the reply audio.
 
+With ``--wake-word hey_jarvis`` the session is hands-free (protocol 1.1): the WAV must say the
+wake word first ("Hey Jarvis, what is two plus three?"); nothing before it is heard.
+
 It is written against the schema with plain JSON, as a device would be, not with the server's codec.
 """
 
@@ -152,8 +155,10 @@ async def converse(
     realtime: bool = True,
     on_event: OnEvent | None = None,
     timeout_s: float = 120.0,
+    wake_word: str | None = None,
 ) -> ClientResult:
-    """One spoken turn over the relay protocol; raises RelayClientError if it cannot be had."""
+    """One spoken turn over the relay protocol; raises RelayClientError if it cannot be had.
+    ``wake_word``: the session listens for it first (one turn after it)."""
     samples = resample(samples.astype(np.int16), sample_rate_hz, INPUT_RATE_HZ)
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
@@ -161,7 +166,7 @@ async def converse(
             chat = _Conversation(ws, on_event, len(samples) / INPUT_RATE_HZ if realtime else 0.0)
             try:
                 async with asyncio.timeout(timeout_s):
-                    await _turn(chat, samples, realtime)
+                    await _turn(chat, samples, realtime, wake_word)
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
@@ -179,16 +184,18 @@ async def converse(
         raise RelayClientError(f"cannot connect to {url}: {exc}") from None
 
 
-async def _turn(chat: _Conversation, samples: Int16Array, realtime: bool) -> None:
-    await chat.send(
-        "session.start",
-        {
-            "input": {"audio_format": "pcm16", "sample_rate_hz": INPUT_RATE_HZ},
-            "output": {"audio_format": "pcm16", "sample_rate_hz": OUTPUT_RATE_HZ},
-            "turn_detection": "server_vad",
-            "greeting": False,
-        },
-    )
+async def _turn(
+    chat: _Conversation, samples: Int16Array, realtime: bool, wake_word: str | None
+) -> None:
+    start: dict[str, Any] = {
+        "input": {"audio_format": "pcm16", "sample_rate_hz": INPUT_RATE_HZ},
+        "output": {"audio_format": "pcm16", "sample_rate_hz": OUTPUT_RATE_HZ},
+        "turn_detection": "server_vad",
+        "greeting": False,
+    }
+    if wake_word is not None:
+        start["listening"] = {"mode": "wake_word", "wake_word": wake_word, "follow_up": "turn"}
+    await chat.send("session.start", start)
     name, payload = await chat.receive()
     if name != "session.ready":
         code = payload.get("code")
@@ -205,6 +212,8 @@ async def _turn(chat: _Conversation, samples: Int16Array, realtime: bool) -> Non
             # The VAD may still be catching up with the last frames.
             await asyncio.sleep(0.5)
         if "speech.started" not in chat.result.events and not reader.done():
+            if wake_word is not None and "wake.detected" not in chat.result.events:
+                raise RelayClientError(f"the server did not hear the wake word {wake_word!r}")
             raise RelayClientError("the server heard no speech in the clip")
         done = asyncio.create_task(chat.done.wait())
         await asyncio.wait({reader, done}, return_when=asyncio.FIRST_COMPLETED)
@@ -235,19 +244,32 @@ def _print_event(seconds: float, name: str, payload: dict[str, Any]) -> None:
         detail = f"{payload['code']}: {payload['message']}"
     elif name == "turn.done":
         detail = json.dumps(payload["reply_text"], ensure_ascii=False)
+    elif name == "wake.detected":
+        detail = f"{payload['wake_word']} at {payload['at_ms']:.0f} ms"
     elif name == "session.ready":
         detail = f"protocol {payload['protocol_version']}, session {payload['session_id']}"
     print(f"{seconds:+.3f}s {name} {detail}".rstrip())
 
 
 async def run_client(
-    url: str, wav: Path, output: Path | None, token: str | None, realtime: bool = True
+    url: str,
+    wav: Path,
+    output: Path | None,
+    token: str | None,
+    realtime: bool = True,
+    wake_word: str | None = None,
 ) -> int:
     """``voxgate client``: 0 when a reply came back, 2 when the token was refused, 1 otherwise."""
     try:
         samples, rate = read_wav(wav)
         result = await converse(
-            url, samples, rate, token=token, realtime=realtime, on_event=_print_event
+            url,
+            samples,
+            rate,
+            token=token,
+            realtime=realtime,
+            on_event=_print_event,
+            wake_word=wake_word,
         )
     except VoxgateError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -282,8 +304,12 @@ def client_command(
     realtime: Annotated[
         bool, typer.Option(help="Send the audio at real-time pace, as a device would.")
     ] = True,
+    wake_word: Annotated[
+        str | None,
+        typer.Option(help="Hands-free: the server waits for this wake word (hey_jarvis...)."),
+    ] = None,
 ) -> None:
     """Talk to a voxgate server over the relay protocol: one spoken turn from a WAV file."""
-    code = asyncio.run(run_client(url, wav, output, token, realtime))
+    code = asyncio.run(run_client(url, wav, output, token, realtime, wake_word))
     if code:
         raise typer.Exit(code)

@@ -22,6 +22,7 @@ import pytest
 from tests.fakes import Fakes, bounded
 from tests.server.test_relay_session import Server, SpecClient, client, names, speak
 from tests.server_harness import open_store, running_server, server_settings
+from voxgate.client import RelayClientError, converse
 from voxgate.core.audio import read_wav
 from voxgate.core.capabilities import Int16Array, WakeWord
 from voxgate.core.config import ListeningSettings, Settings
@@ -240,3 +241,29 @@ async def speak_in_real_time(c: SpecClient, samples: Int16Array) -> None:
     for offset in range(0, len(samples), frame):
         await c.ws.send(samples[offset : offset + frame].astype("<i2").tobytes())
         await asyncio.sleep(0.02)
+
+
+@bounded(60)
+async def test_the_reference_client_talks_hands_free(tmp_path: Path, wake_engine: WakeWord) -> None:
+    question = np.concatenate([silence(1), said("Hey Jarvis, what is two plus three?")])
+    async with serve_wake(tmp_path, wake_engine) as server:
+        result = await converse(
+            server.url,
+            question,
+            RATE_HZ,
+            token=server.token,
+            realtime=False,
+            wake_word="hey_jarvis",
+        )
+        assert result.turn_done and result.events.index("wake.detected") < result.events.index(
+            "speech.started"
+        )
+        with pytest.raises(RelayClientError, match="did not hear the wake word 'hey_jarvis'"):
+            await converse(
+                server.url,
+                room_talk(5),
+                RATE_HZ,
+                token=server.token,
+                realtime=False,
+                wake_word="hey_jarvis",
+            )

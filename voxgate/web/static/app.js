@@ -27,6 +27,7 @@ const ui = {
   character: $("character"),
   characterDescription: $("character-description"),
   echoCancellation: $("echo-cancellation"),
+  handsFree: $("hands-free"),
   micLevel: $("mic-level"),
   outLevel: $("out-level"),
   error: $("error"),
@@ -51,6 +52,10 @@ const page = {
   connecting: false,
   disconnected: false,
   userSpeaking: false,
+  // Hands-free (wake_word listening): null when off, else "waiting" for the word, "heard" it
+  // (until speech starts), or "listening" (a conversation, until the server says wake.waiting).
+  wake: null,
+  wakeWord: "",
   loadingModels: false, // the server said it is still loading its models: retrying
   awaitingReply: false, // between the end of the user's turn and the end of the reply
   currentTurn: null,
@@ -82,6 +87,9 @@ window.voxgate = {
   get events() {
     return [...page.events];
   },
+  get wake() {
+    return page.wake;
+  },
   get audioReceivedMs() {
     return page.audioReceivedMs;
   },
@@ -99,7 +107,10 @@ function refreshStatus() {
   else if (page.connecting) [state, text] = ["connecting", "connecting…"];
   else if (page.disconnected) [state, text] = ["disconnected", "disconnected"];
   else if (page.relay && page.relay.ready) {
+    const word = `“${page.wakeWord}”`;
     if (page.player && page.player.playing) [state, text] = ["speaking", "speaking"];
+    else if (page.wake === "waiting") [state, text] = ["waiting", `waiting for ${word} — nothing is kept until then`];
+    else if (page.wake === "heard" && !page.userSpeaking) [state, text] = ["heard", `heard ${word} — listening`];
     else if (page.awaitingReply) [state, text] = ["thinking", "thinking…"];
     else if (page.userSpeaking) [state, text] = ["listening", "listening — hearing you"];
     else if (page.mic) [state, text] = ["listening", "listening"];
@@ -174,6 +185,8 @@ function sessionStart() {
   };
   const character = chosenCharacter();
   if (character && !ui.picker.hidden) payload.character = { id: character };
+  // The server picks the word (the character's, else its default) and says which in session.ready.
+  if (ui.handsFree.checked) payload.listening = { mode: "wake_word" };
   return payload;
 }
 
@@ -309,11 +322,21 @@ function onEvent(relay, name, payload) {
         if (ui.picker.hidden) loadCharacters(); // the server could not list them while loading
       }
       page.uplink = new UplinkClock(); // at_ms counts from this session's first audio
+      page.wake = payload.listening?.mode === "wake_word" ? "waiting" : null;
+      page.wakeWord = spokenWord(payload.listening?.wake_word);
       clearError();
       if (!page.mic && page.context) openMic();
       break;
     case "speech.started":
       page.userSpeaking = true;
+      if (page.wake === "heard") page.wake = "listening";
+      break;
+    case "wake.detected":
+      page.wake = "heard";
+      page.wakeWord = spokenWord(payload.wake_word);
+      break;
+    case "wake.waiting":
+      page.wake = "waiting";
       break;
     case "speech.stopped": {
       page.userSpeaking = false;
@@ -373,6 +396,11 @@ function onEvent(relay, name, payload) {
       break; // events of a newer minor version: ignored, as the protocol asks
   }
   refreshStatus();
+}
+
+/** "hey_jarvis" → "Hey Jarvis", as the status line says it. */
+function spokenWord(name = "") {
+  return name.split("_").map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join(" ");
 }
 
 function onAudio(header, bytes) {
@@ -527,6 +555,13 @@ ui.tokenForm.addEventListener("submit", (event) => {
   page.disconnected = false;
   loadCharacters();
   start();
+});
+ui.handsFree.addEventListener("change", () => {
+  // The listening mode is fixed at session.start: switching needs a new session.
+  if (page.relay) {
+    hangUp();
+    connect();
+  }
 });
 ui.echoCancellation.addEventListener("change", () => {
   if (!page.mic) return;
