@@ -83,6 +83,11 @@ def spoken(texts: tuple[str, ...], models_dir: Path) -> list[Utterance]:
     return out
 
 
+def synthesized_word(voice: str = "rms") -> Int16Array:
+    """ "Hey Jarvis." by flite's ``voice``."""
+    return synthesized("Hey Jarvis.", "flite", voice)
+
+
 def librivox() -> list[Int16Array]:
     return [read_wav(clip.path)[0] for clip in librivox_clips()]
 

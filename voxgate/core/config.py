@@ -174,6 +174,9 @@ class ListeningSettings(BaseModel):
     sends; ``wake_word`` nothing (no transcript, no row, no usage) until the wake word."""
     elato_mode: ListeningMode = ListeningMode.PUSH_TO_TALK
     """The same for ElatoAI devices (their firmware streams while a session is open)."""
+    xiaozhi_mode: ListeningMode = ListeningMode.PUSH_TO_TALK
+    """The same for xiaozhi-esp32 boards: ``wake_word`` for boards without a wake word of their
+    own, streaming in auto or realtime mode (a board's own ``listen detect`` opens it too)."""
     follow_up: FollowUp = FollowUp.CONVERSATION
     """After the wake word: one ``turn``, or a ``conversation`` until silence."""
     conversation_silence_s: float = Field(8.0, gt=0)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
 from voxgate.core.audio import StreamResampler
-from voxgate.core.capabilities import WakeWord, WakeWordStream
+from voxgate.core.capabilities import ToolRunner, ToolSpec, WakeWord, WakeWordStream
 from voxgate.core.events import (
     ErrorEvent,
     Event,
@@ -128,14 +128,23 @@ class WakeGatedSession:
         detection = self._stream.process(heard)
         if detection is None:
             return
-        self.waiting, self._idle_s = False, 0.0
         into_frame_s = (detection.end_sample - fed_before) / self._engine.sample_rate_hz
-        at_ms = max(0.0, started_s + into_frame_s) * 1000.0
-        self._out.emit(WakeWordHeard(detection.wake_word, round(at_ms, 1)))
+        self._open(detection.wake_word, max(0.0, started_s + into_frame_s))
         # The question may follow the word without a pause: the session hears the last moments.
         pre_roll, self._pre_roll = b"".join(p for p, _ in self._pre_roll), deque()
         self._pre_roll_samples = 0
         await self.inner.push_audio(pre_roll, sample_rate_hz)
+
+    def heard(self, wake_word: str) -> None:
+        """The device heard its wake word itself (a board with its own engine): listen now."""
+        if self.waiting:
+            self._pre_roll.clear()
+            self._pre_roll_samples = 0
+            self._open(wake_word, self._audio_s)
+
+    def _open(self, wake_word: str, at_s: float) -> None:
+        self.waiting, self._idle_s = False, 0.0
+        self._out.emit(WakeWordHeard(wake_word, round(at_s * 1000.0, 1)))
 
     def _keep(self, pcm: bytes, samples: int, rate_hz: int) -> None:
         """The last ``pre_roll_ms`` of audio as sent (whole frames, so a little more)."""
@@ -169,6 +178,9 @@ class WakeGatedSession:
 
     async def greet(self) -> None:
         await self.inner.greet()
+
+    def offer_tools(self, tools: Sequence[ToolSpec], run: ToolRunner) -> bool:
+        return self.inner.offer_tools(tools, run)
 
     def interrupt(self) -> None:
         self.inner.interrupt()

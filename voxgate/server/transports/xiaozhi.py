@@ -8,7 +8,9 @@ once; then its first ``listen`` says the mode, which decides who ends turns: the
 (auto, realtime) or the device's ``listen stop`` (manual). Barge-in is on only in realtime mode
 (the device then keeps its microphone open while it speaks, with its AEC); ``abort`` stops the
 reply at once in every mode. ``listen detect`` (the device heard its wake word; xiaozhi-sdk also
-sends typed text this way) starts a turn with that text, as the reference server does.
+sends typed text this way) starts a turn with that text, as the reference server does. With
+``listening.xiaozhi_mode = "wake_word"`` the server listens for the wake word itself (boards
+without one): nothing the board streams is heard until then, and its own ``detect`` opens too.
 
 With ``features.mcp`` the server lists the device's tools (:mod:`voxgate.protocols.xiaozhi_mcp`)
 and offers them to the LLM for the session; a call goes to the device and its answer back to the
@@ -28,7 +30,9 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from voxgate.core.capabilities import ToolCall, ToolSpec
 from voxgate.core.config import Settings
 from voxgate.core.errors import ConfigError, ProtocolError
+from voxgate.core.listening import ListeningMode
 from voxgate.pipeline.voice_session import VoiceSession
+from voxgate.pipeline.wake_gate import WakeGatedSession
 from voxgate.protocols import xiaozhi as codec
 from voxgate.protocols.closing import Close, Ending
 from voxgate.protocols.frames import EventEncoder
@@ -152,12 +156,15 @@ class XiaozhiAdapter(ProtocolAdapter):
         if self.mode is not ListenMode.REALTIME:
             turn = turn.model_copy(update={"barge_in": False})
         self.device_name = device.name
+        # Hands-free on the server's wake-word engine only when configured (boards without one).
+        hands_free = ctx.settings.listening.xiaozhi_mode == ListeningMode.WAKE_WORD
         return await ctx.open_session(
             device,
             output_rate_hz=OUTPUT_RATE_HZ,
             turn=turn,
             limit_key=self.limit_key,
             detection=ctx.client_commit() if manual else ctx.server_vad(),
+            listening=ctx.wake_listening() if hands_free else None,
         )
 
     async def begin(self, ctx: ServerContext, wire: Wire, session: VoiceSession) -> None:
@@ -212,6 +219,8 @@ class XiaozhiAdapter(ProtocolAdapter):
                 session.commit_turn()
             case ListenState.DETECT:
                 self.listening = True
+                if isinstance(session, WakeGatedSession):  # the board heard its word itself
+                    session.heard(listen.text or "")
                 session.interrupt()
                 if listen.text and listen.text.strip():
                     await session.say(listen.text.strip())
