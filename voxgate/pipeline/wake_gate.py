@@ -7,9 +7,9 @@ and the audio from then on (with the pre-roll) goes to the session inside. It wa
 reply (``follow_up = "turn"``) or after ``silence_s`` without speech or reply (``"conversation"``).
 
 Silence is counted in the device's audio, not wall time (a stalled stream is not silence), and
-only while nothing is happening: no speech in progress, no reply between its start and the moment
-its ``turn.done`` reaches the transport (which sends reply audio paced, so that is about when it
-finishes playing).
+only while nothing is happening: from the session's ``speech.started`` until the transport takes
+that turn's ``turn.done`` (or error) nothing is counted; the transport sends reply audio paced, so
+that is about when the reply has played.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class WakeGatedSession:
         self._pre_roll: deque[tuple[bytes, int]] = deque()  # (pcm, samples), newest last
         self._pre_roll_samples = 0
         self._rate_hz = 0
+        self._odd = b""  # a frame's odd byte waits for the next: samples stay aligned
         self.waiting = True
         self._audio_s = 0.0  # the session's audio so far (its clock, as at_ms elsewhere)
         self._fed = 0  # samples the stream has been given: its detections count in these
@@ -71,8 +72,18 @@ class WakeGatedSession:
 
     async def _forward_events(self) -> None:
         async for event in self.inner.events():
+            self._track(event)
             self._out.emit(event)
         self._out.end()
+
+    def _track(self, event: Event) -> None:
+        """Speech and replies starting, as the session inside says so (not paced)."""
+        match event:
+            case SpeechStarted():
+                self._speaking, self._idle_s = True, 0.0
+            case SpeechStopped() | ReplyStarted():
+                # The turn is being answered: busy until its turn.done (or error) is taken.
+                self._speaking, self._replying = False, True
 
     async def events(self) -> AsyncIterator[Event]:
         while (event := await self.next_event()) is not None:
@@ -89,18 +100,12 @@ class WakeGatedSession:
         return self._out.undelivered + self.inner.undelivered
 
     def _follow(self, event: Event) -> None:
-        """Track speech and replies as the transport takes the events."""
-        match event:
-            case SpeechStarted():
-                self._speaking, self._idle_s = True, 0.0
-            case SpeechStopped():
-                self._speaking = False
-            case ReplyStarted():
-                self._replying = True
-            case TurnDone() | ErrorEvent():
-                self._replying, self._idle_s = False, 0.0
-                if isinstance(event, TurnDone) and self.listening.follow_up == FollowUp.TURN:
-                    self._wait_again("turn_done")
+        """A reply is over when the transport takes its end: it sends reply audio paced, so
+        that is about when the device has played it."""
+        if isinstance(event, TurnDone | ErrorEvent):
+            self._replying, self._idle_s = False, 0.0
+            if isinstance(event, TurnDone) and self.listening.follow_up == FollowUp.TURN:
+                self._wait_again("turn_done")
 
     def _wait_again(self, reason: str) -> None:
         if self.waiting:
@@ -113,13 +118,17 @@ class WakeGatedSession:
     # -- audio -------------------------------------------------------------------------------
 
     async def push_audio(self, pcm: bytes, sample_rate_hz: int = 16_000) -> None:
+        data = self._odd + pcm
+        whole = len(data) // 2 * 2
+        pcm, self._odd = data[:whole], data[whole:]
         started_s = self._audio_s
         self._audio_s += len(pcm) // 2 / sample_rate_hz
         if not self.waiting:
             await self.inner.push_audio(pcm, sample_rate_hz)
+            await asyncio.sleep(0)  # what the session said about this audio is tracked first
             self._count_silence(len(pcm) // 2 / sample_rate_hz)
             return
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+        samples = np.frombuffer(pcm, dtype="<i2")
         self._keep(pcm, len(samples), sample_rate_hz)
         if self._resampler is None or self._resampler.from_hz != sample_rate_hz:
             self._resampler = StreamResampler(sample_rate_hz, self._engine.sample_rate_hz)
