@@ -8,7 +8,7 @@ again. It counts what would be a server bug: the process dying (a crash), traceb
 (unhandled exceptions), WebSocket closes with 1011 and HTTP 500s; and checks ``/healthz`` after
 each protocol. Exit status 1 if any.
 
-    python -m bench.fuzz [--frames 100000] [--seed 1] [--protocols relay,elato,proxy_ws,proxy_http]
+    python -m bench.fuzz [--frames 100000] [--seed 1] [--protocols relay,elato,proxy_ws,xiaozhi,proxy_http]
 
 Every protocol's frames come from one ``random.Random(seed)``: a failure is reproducible.
 """
@@ -44,7 +44,8 @@ ADMIN = "fuzz-admin-token"
 MAC = "02:F0:22:00:00:01"
 BURST = 250
 """Frames per connection before it is closed and a new one opened."""
-PROTOCOLS = ("relay", "elato", "proxy_ws", "proxy_http")
+XIAOZHI_MAC = "02:F0:22:00:00:02"
+PROTOCOLS = ("relay", "elato", "proxy_ws", "xiaozhi", "proxy_http")
 _BUG_MARKERS = ("Traceback (most recent call last)", "Exception in ASGI application")
 
 
@@ -185,6 +186,22 @@ ELATO_TEMPLATES: list[Any] = [
     {"type": "instruction", "msg": "end_of_speech"},
     {"type": "instruction", "msg": "INTERRUPT", "audio_end_ms": 100},
     {"type": "instruction", "msg": "END_SESSION"},
+]
+XIAOZHI_HELLO: dict[str, Any] = {
+    "type": "hello",
+    "version": 1,
+    "features": {"mcp": True},
+    "transport": "websocket",
+    "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60},
+}
+XIAOZHI_TEMPLATES: list[Any] = [
+    {"session_id": "s", "type": "listen", "state": "start", "mode": "auto"},
+    {"session_id": "s", "type": "listen", "state": "stop"},
+    {"session_id": "s", "type": "listen", "state": "detect", "text": "hello"},
+    {"session_id": "s", "type": "abort", "reason": "wake_word_detected"},
+    {"session_id": "s", "type": "mcp", "payload": {"jsonrpc": "2.0", "id": 2, "result": {}}},
+    {"type": "ping"},
+    XIAOZHI_HELLO,
 ]
 PROXY_TEMPLATES: list[Any] = [
     {"type": "audio", "data": "AAAA"},
@@ -398,6 +415,14 @@ async def run(frames: int, seed: int, protocols: list[str], log: Path) -> dict[s
                 "token"
             ]
 
+            ota = await http.post("/xiaozhi/ota/", json={}, headers={"Device-Id": XIAOZHI_MAC})
+            xiaozhi_token = ota.json()["websocket"]["token"]
+
+        async def xiaozhi_hello(ws: Any) -> None:
+            await ws.send(json.dumps(XIAOZHI_HELLO))
+            await asyncio.wait_for(ws.recv(), 20)  # the server's hello
+            await ws.send(json.dumps(XIAOZHI_TEMPLATES[0]))
+
         async def relay_start(ws: Any) -> None:
             await ws.send(
                 json.dumps({"event": "session.start", "seq": 1, "payload": {"greeting": False}})
@@ -418,6 +443,12 @@ async def run(frames: int, seed: int, protocols: list[str], log: Path) -> dict[s
                 {"Authorization": f"Bearer {token}", "X-Device-Mac": MAC, "X-Wifi-Rssi": "-50"},
                 elato_auth,
                 lambda _: ELATO_TEMPLATES,
+            ),
+            "xiaozhi": (
+                f"{ws_base}/xiaozhi/v1/",
+                {"Authorization": f"Bearer {xiaozhi_token}", "Device-Id": XIAOZHI_MAC},
+                xiaozhi_hello,
+                lambda _: XIAOZHI_TEMPLATES,
             ),
             "proxy_ws": (
                 f"{ws_base}/ws",

@@ -36,11 +36,11 @@ def test_a_short_fuzz_of_every_protocol_finds_nothing(tmp_path: Path) -> None:
         result.stdout + result.stderr + (tmp_path / "server.log").read_text()
     )
     figures = json.loads((tmp_path / "fuzz.json").read_text())
-    for protocol in ("relay", "elato", "proxy_ws", "proxy_http"):
+    for protocol in ("relay", "elato", "proxy_ws", "xiaozhi", "proxy_http"):
         assert figures[protocol]["frames"] >= 1000 and figures[protocol]["healthz_ok"]
         assert figures[protocol]["internal_errors"] == 0
         assert figures[protocol]["dropped_without_close_frame"] == 0
     assert figures["unhandled_exceptions"] == 0 and figures["crashes"] == 0
     # Each WebSocket protocol had sessions the fuzzed frames reached (not only refusals).
-    for protocol in ("relay", "elato", "proxy_ws"):
+    for protocol in ("relay", "elato", "proxy_ws", "xiaozhi"):
         assert figures[protocol]["connections"] >= 4

@@ -410,3 +410,24 @@ async def test_a_board_that_sends_no_hello_is_closed_4408(
         assert board.ws is not None
         await board.wait_for(lambda: board.ws is not None and board.ws.close_code is not None, 5)
         assert (board.ws.close_code, board.ws.close_reason) == (4408, "no hello within 0.3 s")
+
+
+@bounded(60)
+async def test_realtime_mode_barges_in_over_the_reply(tmp_path: Path) -> None:
+    long_reply = ["word " * 60 + "end."]
+    fakes = Fakes(
+        stt=FakeSTT(["tell me a story", "stop please"]),
+        llm=FakeLLM(long_reply, ["Okay."]),
+        tts=FakeTTS(ms_per_word=200),
+    )
+    async with xiaozhi_server(tmp_path, fakes) as rig:
+        board = await rig.board(mode="realtime")  # its microphone stays open while it speaks
+        await board.say(speech())
+        await board.wait_for(lambda: len(board.heard.audio) >= 5)
+        await board.say(speech(), trailing_silence_ms=1200)  # the user talks over the reply
+        await board.wait_for(lambda: len(board.heard.of("tts", "stop")) == 2)
+        first_reply_s = sum(len(pcm) for _, pcm in board.heard.audio) / 24_000
+        assert first_reply_s < 12  # cut well before its 12 s
+        assert [m["text"] for m in board.heard.of("stt")] == ["tell me a story", "stop please"]
+        assert board.heard.of("tts", "sentence_start")[-1]["text"] == "Okay."
+        await board.close()
