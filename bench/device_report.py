@@ -21,6 +21,7 @@ SIGNAL = {
     "elato": "AUDIO.COMMITTED",
     "proxy_ws": "speech_end",
     "proxy_http": "response headers",
+    "xiaozhi": "stt",  # after transcription: the protocol has no earlier end-of-turn message
 }
 """Each protocol's "your turn is over" message to the device."""
 
