@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.xiaozhi_client import FirmwareBoard
 from tests.fakes import FakeLLM, Fakes, FakeSTT, FakeTTS, bounded, tone
 from tests.server_harness import open_store, running_server, serving
+from voxgate.core.capabilities import ToolCall
 from voxgate.core.config import CharacterSettings, ServerSettings, Settings
 from voxgate.pipeline import Engines
 from voxgate.pipeline.engines import LimitedLLM, LimitedSTT, LimitedTTS
@@ -431,3 +432,17 @@ async def test_realtime_mode_barges_in_over_the_reply(tmp_path: Path) -> None:
         assert [m["text"] for m in board.heard.of("stt")] == ["tell me a story", "stop please"]
         assert board.heard.of("tts", "sentence_start")[-1]["text"] == "Okay."
         await board.close()
+
+
+@bounded(40)
+async def test_the_assistants_goodbye_plays_out_before_the_close(tmp_path: Path) -> None:
+    goodbye: list[Any] = ["Goodbye, talk to you soon.", ToolCall("end_session")]
+    fakes = Fakes(llm=FakeLLM(goodbye), tts=FakeTTS(ms_per_word=300))
+    async with xiaozhi_server(tmp_path, fakes) as rig:
+        board = await rig.board()
+        await board.say(speech())
+        await board.wait_for(lambda: board.ws is not None and board.ws.close_code is not None, 20)
+        assert board.ws is not None and board.ws.close_code == 1000
+        assert board.heard.of("tts", "stop")  # the reply ended before the close
+        # Five words of 300 ms: all of it reached the board before the connection closed.
+        assert sum(len(pcm) for _, pcm in board.heard.audio) >= 1.5 * 24_000

@@ -20,6 +20,7 @@ from voxgate.core.events import (
     ReplyAudio,
     ReplyStarted,
     ReplyTextDelta,
+    SessionEndRequested,
     Transcript,
     TurnDone,
 )
@@ -60,6 +61,12 @@ def emotion_for(text: str) -> str:
         if cue.search(lowered):
             return emotion
     return "neutral"
+
+
+GOODBYE = "\x00goodbye"
+"""Not sent: tells the transport the assistant ended the session (its goodbye's audio is out),
+so it lets the board play what it holds before closing: the firmware drops its queue when the
+connection closes."""
 
 
 def stt_message(session_id: str, text: str) -> str:
@@ -135,6 +142,8 @@ class XiaozhiEncoder:
                 self.reply_turn_id = None
                 packets = [] if event.interrupted else self._packets(self._opus.flush(), turn_id)
                 return [*packets, Outbound(tts_message(sid, "stop"))]
+            case SessionEndRequested():
+                return [Outbound(GOODBYE)]
             case ErrorEvent(code=code, message=message) if (
                 self.reply_turn_id is None and code is not ErrorCode.NO_SPEECH
             ):

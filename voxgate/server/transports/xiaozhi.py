@@ -50,12 +50,12 @@ from voxgate.protocols.xiaozhi import (
     XiaozhiClosed,
     XiaozhiConnection,
 )
-from voxgate.protocols.xiaozhi_downlink import XiaozhiEncoder
+from voxgate.protocols.xiaozhi_downlink import GOODBYE, XiaozhiEncoder
 from voxgate.protocols.xiaozhi_mcp import CallResult, McpClient
 from voxgate.server.auth import bearer_token
 from voxgate.server.context import ServerContext
 from voxgate.server.policy import shared_token_refusal
-from voxgate.server.runner import feed_audio
+from voxgate.server.runner import SessionEnded, feed_audio
 from voxgate.server.transports.connection import ProtocolAdapter, Refused, Wire, endpoint
 from voxgate.store.devices import normalize_mac
 from voxgate.store.records import Device
@@ -91,6 +91,7 @@ class XiaozhiAdapter(ProtocolAdapter):
         self.first: Listen | None = None
         self.mcp = McpClient()
         self.wire: Wire | None = None
+        self.prebuffer_s = 0.0
         self._calls: dict[int, asyncio.Future[CallResult]] = {}
 
     def close_for(self, ending: Ending, detail: str = "") -> Close:
@@ -156,6 +157,7 @@ class XiaozhiAdapter(ProtocolAdapter):
         if self.mode is not ListenMode.REALTIME:
             turn = turn.model_copy(update={"barge_in": False})
         self.device_name = device.name
+        self.prebuffer_s = (ctx.settings.server.prebuffer_ms + codec.FRAME_MS) / 1000.0
         # Hands-free on the server's wake-word engine only when configured (boards without one).
         hands_free = ctx.settings.listening.xiaozhi_mode == ListeningMode.WAKE_WORD
         return await ctx.open_session(
@@ -177,6 +179,15 @@ class XiaozhiAdapter(ProtocolAdapter):
 
     def encoder(self, session: VoiceSession) -> EventEncoder:
         return XiaozhiEncoder(self.session_id, self.connection.version)
+
+    async def send(self, wire: Wire, data: str | bytes) -> None:
+        if data is not GOODBYE:
+            await wire.send(data)
+            return
+        # The assistant said goodbye: let the board play what it holds (at most the prebuffer
+        # and a frame) before the close makes it drop its queue.
+        await asyncio.sleep(self.prebuffer_s)
+        raise SessionEnded
 
     def _take(self, data: str | bytes) -> codec.Inbound | None:
         """One message through the connection's rules: a close raised, the rest ignored."""

@@ -48,6 +48,8 @@ ACTIVATE_PATHS = ("/xiaozhi/ota/activate", "/xiaozhi/ota/activate/")
 WEBSOCKET_PATH = "/xiaozhi/v1/"
 ACTIVATION_TIMEOUT_MS = 30_000
 MAX_PENDING = 1_000
+REVOKED = "this board has been revoked"
+"""Names no device: a MAC is no secret, so the answer must not say whose it was."""
 
 
 def routes() -> list[BaseRoute]:
@@ -128,7 +130,7 @@ async def ota(request: Request) -> Response:
         }
         return JSONResponse(reply, headers={"Cache-Control": "no-store"})
     if not device.active:
-        return _error(403, f"device {device.name} has been revoked")
+        return _error(403, REVOKED)
     _pending(request).pop(mac, None)
     websocket: dict[str, Any] = {"url": _websocket_url(ctx, request)}
     if token is not None:
@@ -152,8 +154,8 @@ async def activate(request: Request) -> Response:
     if device is None:
         return JSONResponse({"status": "waiting for an admin"}, status_code=202)
     if not device.active:
-        return _error(403, f"device {device.name} has been revoked")
-    return JSONResponse({"status": "registered", "device": device.name})
+        return _error(403, REVOKED)
+    return JSONResponse({"status": "registered"})
 
 
 def _mac(request: Request) -> str | Response:
