@@ -15,6 +15,7 @@ from voxgate.client import client_command
 from voxgate.commands import add_store_commands
 from voxgate.commands.bench import bench_app
 from voxgate.commands.common import ConfigOption, console, err_console, fail, settings_from
+from voxgate.commands.llm_server import llm_server
 from voxgate.commands.profiles import ProfileOption, apply_profile
 from voxgate.core.audio import read_wav, write_wav
 from voxgate.core.errors import VoxgateError
@@ -179,6 +180,7 @@ app.command("client", help="Talk to a voxgate server over the relay protocol, wi
     client_command
 )
 
+app.command("llm-server")(llm_server)
 add_store_commands(app)
 app.add_typer(bench_app, name="bench")
 
