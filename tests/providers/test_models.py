@@ -282,3 +282,16 @@ def test_other_catalogue_models_prepare(store: ModelStore, name: str) -> None:
         pytest.skip(f"{name}: {store.status(name).problem}")
     store.prepare(name)
     store.verify(name)
+
+
+def test_the_model_cache_can_live_outside_the_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container image bakes the models in a layer while the data directory is a volume."""
+    monkeypatch.setenv("VOXGATE_DATA_DIR", str(tmp_path / "data"))
+    assert load_settings().models_dir == tmp_path / "data" / "models"
+    monkeypatch.setenv("VOXGATE_MODEL_CACHE", str(tmp_path / "image-models"))
+    settings = load_settings()
+    assert settings.models_dir == tmp_path / "image-models"
+    store = ModelStore(settings.models_dir, show_progress=False, catalog={SILERO.name: SILERO})
+    assert store.resolve(SILERO.name).is_relative_to(tmp_path / "image-models")

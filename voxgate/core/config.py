@@ -306,6 +306,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where prepared models (``models/``) and other state live."""
+    model_cache: Path | None = None
+    """Where prepared models live instead of ``data_dir/models`` (``VOXGATE_MODEL_CACHE``): a
+    container image keeps them in a layer of its own while ``data_dir`` is a volume."""
     log_level: str = "INFO"
     # Each engine section is its provider's own settings class (voxgate/providers/*.py), chosen
     # by ``provider``; leaving it out picks the embedded default engine.
@@ -343,7 +346,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.model_cache or self.data_dir / "models"
 
     @classmethod
     def settings_customise_sources(
