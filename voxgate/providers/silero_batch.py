@@ -128,8 +128,14 @@ def run_batch(
         return results
     lengths = np.array([chunks[i].shape[0] for i in live], dtype=np.int32)
     steps = int(lengths.max())
-    model_rows = np.concatenate([states[i].model_rows(chunks[i]) for i in live])
+    # Each chunk preceded by the 64 samples before it (StreamState.model_rows for all streams at
+    # once: this thread holds the GIL, and the event loop waits, for as long as this takes).
+    audio = np.concatenate([chunks[i] for i in live]).astype(np.float32, copy=False)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    tails = np.empty((audio.shape[0], CONTEXT_SAMPLES), dtype=np.float32)
+    tails[1:] = audio[:-1, -CONTEXT_SAMPLES:]
+    tails[starts] = np.stack([states[i].context for i in live])
+    model_rows = np.concatenate([tails, audio], axis=1)
     # Time-major layout; a stream past its last chunk reads the zero row (index R).
     step = np.arange(steps)[:, None]
     rows: npt.NDArray[np.int64] = np.where(
@@ -142,8 +148,11 @@ def run_batch(
         {"input": model_rows, "rows": rows.reshape(-1), "lengths": lengths, "h": h, "c": c},
     )
     by_stream = np.asarray(probs, dtype=np.float32).reshape(len(live), steps)
+    contexts = audio[starts + lengths - 1, -CONTEXT_SAMPLES:]  # each stream's last 64 samples
     for column, i in enumerate(live):
-        states[i].h = np.ascontiguousarray(hn[:, column : column + 1])
-        states[i].c = np.ascontiguousarray(cn[:, column : column + 1])
-        results[i] = by_stream[column, : lengths[column]].copy()
+        state = states[i]
+        state.h = np.ascontiguousarray(hn[:, column : column + 1])
+        state.c = np.ascontiguousarray(cn[:, column : column + 1])
+        state.context = contexts[column]
+        results[i] = by_stream[column, : lengths[column]]
     return results
