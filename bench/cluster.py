@@ -70,6 +70,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["runs"] = [asdict(run) for run in load["runs"]]
             results["load"]["killed_at_s"] = round(load["killed_at_s"], 1)
             print(json.dumps(results["load"], indent=2), flush=True)
+            results["drain"] = await scenarios.drain(made, "b")
     return results
 
 
@@ -89,9 +90,13 @@ def render(results: dict[str, Any]) -> str:
         f"one device's connection limit (5/min) over {results['connection_limit']['live_replicas']}"
         f" replicas: {results['connection_limit']['admitted']} of "
         f"{results['connection_limit']['attempts']} admitted",
-        f"session cap (2) across replicas: {results['session_cap']['held']} held",
+        f"session cap (2) across replicas: {results['session_cap']['held']} held; every "
+        f"replica's overview (devices online, sessions): {results['session_cap']['overviews']}",
         f"revoke on c, session on b closed after {results['revoke']['closed_after_s']} s "
         f"(code {results['revoke']['code']})",
+        f"drain of b: /healthz {results['drain']['health']}, its session closed "
+        f"{results['drain']['session_closed']}, the balancer then answered from "
+        f"{results['drain']['balancer_answered_by']}",
         "chunked sessions spread over replicas: "
         + ", ".join(
             f"{s['status']} ({s['reply_bytes']} bytes)" for s in results["chunks"]["sessions"]

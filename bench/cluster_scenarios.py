@@ -313,13 +313,60 @@ async def session_cap_across_replicas(made: Cluster) -> dict[str, Any]:
         await admin.close()
     live = [replica for replica in made.replicas if replica.alive]
     outcomes = []
+    overviews = {}
     try:
         for _ in range(2):
             for replica in live:
                 outcomes.append(await relay_attempt(replica.address, token))
+        # Whichever replica the admin asks, it sees the sessions of all of them.
+        for replica in live:
+            admin = Admin(replica.address, made.admin_token)
+            try:
+                overview = (await admin.http.get("/api/admin/overview")).json()
+            finally:
+                await admin.close()
+            overviews[replica.name] = (overview["devices_online"], overview["sessions_live"])
     finally:
         await close_open()
-    return {"held": sum(ready for ready, _ in outcomes), "codes": [c for _, c in outcomes]}
+    return {
+        "held": sum(ready for ready, _ in outcomes),
+        "codes": [c for _, c in outcomes],
+        "overviews": overviews,
+    }
+
+
+async def drain(made: Cluster, name: str) -> dict[str, Any]:
+    """A session on replica ``name``; the admin drains it: how the session ends, what its
+    /healthz says, and which replicas answer through the balancer afterwards."""
+    replica = made.replica(name)
+    admin = Admin(replica.address, made.admin_token)
+    try:
+        _, token = await admin.add_device(f"drained-{name}")
+        ready, code = await relay_attempt(replica.address, token)
+        assert ready, code
+        ws = OPEN.pop()
+        answer = await admin.http.post("/api/admin/drain")
+        answer.raise_for_status()
+        health = await admin.http.get("/healthz")
+        try:
+            async with asyncio.timeout(30):
+                async for _ in ws:
+                    pass
+        except (ConnectionClosed, TimeoutError):
+            pass
+        await asyncio.sleep(2.0)  # HAProxy's checks (every 500 ms, two to fail) see it
+        answered_by = []
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for _ in range(10):
+                found = await client.get(f"http://{made.balancer}/healthz")
+                answered_by.append(found.json().get("replica"))
+    finally:
+        await admin.close()
+    return {
+        "health": (health.status_code, health.json()["status"]),
+        "session_closed": ws.close_code,
+        "balancer_answered_by": sorted(set(answered_by)),
+    }
 
 
 async def revoke_across_replicas(made: Cluster, on: str, revoke_via: str) -> dict[str, Any]:

@@ -57,6 +57,8 @@ async def test_a_device_s_connection_limit_holds_across_replicas(replicas: Clust
 async def test_a_device_s_session_cap_holds_across_replicas(replicas: Cluster) -> None:
     result = await scenarios.session_cap_across_replicas(replicas)
     assert result["held"] == 2, result
+    # Every replica's /api/admin sees the device online with its two sessions.
+    assert set(result["overviews"].values()) == {(1, 2)}, result
 
 
 async def test_a_revoke_on_one_replica_ends_the_session_on_another(replicas: Cluster) -> None:
@@ -93,3 +95,12 @@ async def test_devices_of_a_killed_replica_reconnect_and_go_on(replicas: Cluster
         assert run.stored_conversations == 1, (run.name, run.stored_conversations)
         if run.protocol in scenarios.STRICT:  # no turn the device saw complete is lost
             assert run.stored_turns >= run.completed, (run.name, run.stored_turns, run.completed)
+
+
+async def test_a_drained_replica_ends_its_sessions_and_the_balancer_moves_away(
+    replicas: Cluster,
+) -> None:
+    result = await scenarios.drain(replicas, "b")
+    assert result["health"] == (503, "draining"), result
+    assert result["session_closed"] == 1001, result
+    assert "b" not in result["balancer_answered_by"] and result["balancer_answered_by"], result
