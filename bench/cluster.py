@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench import cluster_devices as devices
 from bench import cluster_scenarios as scenarios
 from bench.cluster_harness import cluster, throwaway_redis
 from bench.harness import STANDIN_ENGINES
@@ -63,14 +64,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["session_cap"] = await scenarios.session_cap_across_replicas(made)
             results["revoke"] = await scenarios.revoke_across_replicas(made, "b", "c")
             results["chunks"] = await scenarios.chunks_spread_over_replicas(made)
-            load = await scenarios.devices_through_a_dying_replica(
+            load = await devices.devices_through_a_dying_replica(
                 made, args.devices, args.seconds, kill="a", kill_after_s=args.seconds / 3
             )
-            results["load"] = scenarios.summary(load)
+            results["load"] = devices.summary(load)
             results["runs"] = [asdict(run) for run in load["runs"]]
             results["load"]["killed_at_s"] = round(load["killed_at_s"], 1)
             print(json.dumps(results["load"], indent=2), flush=True)
             results["drain"] = await scenarios.drain(made, "b")
+            logs = "\n".join(made.logs().values())
+            results["log_counts"] = {
+                what: logs.count(what)
+                for what in ("without its history", "deadlock detected", "cannot write")
+            }
     return results
 
 
@@ -85,6 +91,8 @@ def render(results: dict[str, Any]) -> str:
         f"turns completed {load['turns_completed']}, failed {load['turns_failed']}, "
         f"lost {load['turns_lost']}; conversations per device at most "
         f"{load['conversations_per_device_max']}",
+        f"devices with more than one conversation: {load['devices_with_new_conversation']}; "
+        f"replica logs: {results['log_counts']}",
         f"reconnect after the kill: p50 {load['reconnect_s_p50']} s, p95 "
         f"{load['reconnect_s_p95']} s, max {load['reconnect_s_max']} s",
         f"one device's connection limit (5/min) over {results['connection_limit']['live_replicas']}"

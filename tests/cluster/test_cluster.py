@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bench import cluster_devices as devices
 from bench import cluster_scenarios as scenarios
 from bench.cluster_harness import Cluster, ClusterError, cluster
 from bench.harness import STANDIN_ENGINES
@@ -74,14 +75,13 @@ async def test_chunked_sessions_spread_over_the_replicas_complete(replicas: Clus
 
 
 async def test_devices_of_a_killed_replica_reconnect_and_go_on(replicas: Cluster) -> None:
-    devices = int(os.environ.get("VOXGATE_CLUSTER_DEVICES", "16"))
+    count = int(os.environ.get("VOXGATE_CLUSTER_DEVICES", "16"))
     seconds = float(os.environ.get("VOXGATE_CLUSTER_SECONDS", "45"))
-    result = await scenarios.devices_through_a_dying_replica(
-        replicas, devices, seconds, kill="a", kill_after_s=seconds / 3
+    result = await devices.devices_through_a_dying_replica(
+        replicas, count, seconds, kill="a", kill_after_s=seconds / 3
     )
-    figures = scenarios.summary(result)
-    print(figures)
-    runs: list[scenarios.DeviceRun] = result["runs"]
+    print(devices.summary(result))
+    runs: list[devices.DeviceRun] = result["runs"]
     cut_off = [run for run in runs if run.disconnects]
     assert cut_off, "no device was on the killed replica"
     for run in cut_off:
@@ -93,7 +93,7 @@ async def test_devices_of_a_killed_replica_reconnect_and_go_on(replicas: Cluster
         assert run.completed >= 2, (run.name, run.errors)
         # One conversation, continued after the reconnect (its history came along).
         assert run.stored_conversations == 1, (run.name, run.stored_conversations)
-        if run.protocol in scenarios.STRICT:  # no turn the device saw complete is lost
+        if run.protocol in devices.STRICT:  # no turn the device saw complete is lost
             assert run.stored_turns >= run.completed, (run.name, run.stored_turns, run.completed)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.cluster_devices import Admin
 from bench.cluster_harness import cluster
-from bench.cluster_scenarios import Admin
 from bench.conversations import RATE_HZ, Utterance
 from bench.device_clients import RelayDevice, TurnRecord
 from bench.voicing import end_of_voice

@@ -279,7 +279,9 @@ async def _write(
             await connection.execute(insert(table), rows)
     if errors:
         await write_errors(connection, errors, error_window_s)
-    for device_id, at in seen.items():
+    # In the devices' order: replicas writing "last seen" for the same devices at once would
+    # otherwise lock their rows in different orders and deadlock (seen with three replicas).
+    for device_id, at in sorted(seen.items()):
         values: dict[str, Any] = {"last_seen_at": at}
         if device_id in paired:
             values["pair_until"] = None
