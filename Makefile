@@ -17,7 +17,12 @@ MODEL_DATA_PACKAGES := pipecat-ai==1.14.0
 # in a venv of its own under .make/: its dependencies are not voxgate's.
 XIAOZHI_SDK := xiaozhi-sdk==0.5.1
 
-.PHONY: run talk test test-cluster test-fast lint setup bench bench-device screenshots clean
+# Home Assistant's Wyoming reference servers, in a venv of their own (never imported by voxgate):
+# the Wyoming providers' interop tests run them (tests/providers/test_wyoming_reference.py).
+WYOMING_REF_PACKAGES := wyoming-faster-whisper==3.8.1 wyoming-piper==2.5.2
+WYOMING_REF := $(STAMPS)/wyoming-ref
+
+.PHONY: run talk test test-cluster test-fast lint setup bench bench-device screenshots clean wyoming-ref
 
 run: setup
 	$(BIN)/voxgate serve
@@ -25,7 +30,7 @@ run: setup
 talk: setup
 	$(BIN)/voxgate talk voxgate/samples/question.wav --output reply.wav
 
-test: setup lint $(STAMPS)/xiaozhi-sdk.done
+test: setup lint $(STAMPS)/xiaozhi-sdk.done wyoming-ref
 	$(BIN)/python -m pytest
 
 # Three replicas behind HAProxy, Redis, PostgreSQL (tests/cluster/, a few minutes).
@@ -79,6 +84,14 @@ $(STAMPS)/xiaozhi-sdk.done: Makefile
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -m venv $(STAMPS)/xiaozhi-sdk
 	$(STAMPS)/xiaozhi-sdk/bin/python -m pip install -q $(XIAOZHI_SDK)
+	@touch $@
+
+wyoming-ref: $(STAMPS)/wyoming-ref.done
+
+$(STAMPS)/wyoming-ref.done: Makefile
+	@mkdir -p $(STAMPS)
+	$(PYTHON) -m venv $(WYOMING_REF)
+	$(WYOMING_REF)/bin/python -m pip install -q $(WYOMING_REF_PACKAGES)
 	@touch $@
 
 clean:

@@ -1,8 +1,10 @@
 """Imports point inward: every module of voxgate imports only its own package and the layers
 below it, and nothing outside ``voxgate.store`` imports SQLAlchemy.
 
-core ← providers, protocols, store, models ← pipeline ← web, benchmarks, client ← server,
+core ← protocols ← providers, store, models ← pipeline ← web, benchmarks, client ← server,
 commands ← cli. Engines (providers) never see a session; the pipeline composes them into one.
+The codecs are sans-I/O and below the providers, so an engine that is a client of a protocol
+voxgate also serves (the Wyoming providers) frames with the same codec.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import voxgate
 PACKAGE = Path(voxgate.__file__).parent
 LAYERS: list[set[str]] = [
     {"core"},
-    {"providers", "protocols", "store", "models", "evaluation", "speech_corpus"},
+    {"protocols"},
+    {"providers", "store", "models", "evaluation", "speech_corpus"},
     {"pipeline"},
     {"web", "benchmarks", "client"},
     {"server", "commands"},

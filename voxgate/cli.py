@@ -133,10 +133,16 @@ def serve(
         bool,
         typer.Option(help="Print the page links with the admin token (always on the first start)."),
     ] = False,
+    wyoming: Annotated[
+        bool,
+        typer.Option(
+            "--wyoming", help="Also serve Home Assistant's Wyoming protocol ([wyoming] settings)."
+        ),
+    ] = False,
     profile: ProfileOption = "default",
     config: ConfigOption = None,
 ) -> None:
-    """Run the server: every device protocol on one port."""
+    """Run the server: every device protocol on one port (and Wyoming on its own)."""
     from voxgate.server.secrets_file import with_generated_secrets
     from voxgate.server.serve import announcement
     from voxgate.server.serve import serve as run_server
@@ -153,6 +159,8 @@ def serve(
     )
     # The token goes to the terminal once, when it is made; after that on request only, so
     # that a supervisor's journal does not collect it at every restart.
+    if wyoming:
+        overrides["wyoming"] = settings.wyoming.model_copy(update={"enabled": True})
     first_start = server.admin_token is None and not (settings.data_dir / "admin_token").exists()
     settings = with_generated_secrets(settings.model_copy(update={"server": server, **overrides}))
     logging.basicConfig(

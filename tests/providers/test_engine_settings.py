@@ -301,7 +301,9 @@ CLOUD = [
 LOCAL = [
     (cap, name)
     for cap, name in ENGINES
-    if (cap, name) not in CLOUD and name != "standin" and cap != "s2s"  # s2s: a cloud engine
+    if (cap, name) not in CLOUD
+    and name not in ("standin", "wyoming")  # wyoming: a server on the network, not HTTP
+    and cap != "s2s"  # s2s: a cloud engine
 ]
 
 

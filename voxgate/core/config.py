@@ -7,6 +7,7 @@ Each component receives only its own section.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "TurnSettings",
     "VADSettings",
     "WakeWordSettings",
+    "WyomingSettings",
     "load_settings",
 ]
 
@@ -247,6 +249,48 @@ class ServerSettings(BaseModel):
     sooner."""
 
 
+class WyomingSettings(BaseModel):
+    """Home Assistant's Wyoming protocol on TCP ports of its own (docs/protocols/wyoming.md).
+
+    Wyoming has no authentication: every connection is the device ``device`` (made on first
+    use), billed and rate-limited as that device. So it listens on loopback by default, and takes
+    only clients in ``allowed_networks``: open it to a LAN with both ``host`` and the network."""
+
+    enabled: bool = False
+    """Also ``voxgate serve --wyoming``."""
+    host: str = "127.0.0.1"
+    port: int = Field(10300, ge=0, le=65535)
+    """Speech to text and text to speech (and wake words) on one port: Home Assistant makes an
+    STT and a TTS entity from the one service. 10300 is Wyoming's STT convention."""
+    tts_port: int | None = Field(None, ge=0, le=65535)
+    """Also text to speech alone here (10200 by convention), for set-ups that keep them apart."""
+    allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    """Client addresses taken (CIDR); others get an ``error`` event and are disconnected."""
+    device: str = Field("home-assistant", min_length=1, max_length=100)
+    """The device every Wyoming client is, for usage, limits and the admin page."""
+    requests_per_minute: int = Field(60, ge=1)
+    """Transcriptions and syntheses per minute (a house's announcements come in bursts)."""
+    max_connections: int = Field(16, ge=1)
+    """Connections open at once; more get an ``error`` event and are closed."""
+    idle_timeout_s: float = Field(60.0, gt=0)
+    """A connection that sends nothing for this long (with nothing in progress) is closed."""
+    max_audio_s: float = Field(120.0, gt=0)
+    """Audio in one transcription at most."""
+    max_text_chars: int = Field(10_000, ge=1)
+    """Text in one synthesis at most."""
+    max_payload_bytes: int = Field(1 << 20, ge=1024)
+    """One event's binary payload at most (its header is refused before anything is read)."""
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    """What ``info`` says the STT models and TTS voices speak (the embedded ones: English)."""
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad one
+        return networks
+
+
 class DatabaseSettings(BaseModel):
     url: str | None = None
     """``postgresql://user:password@host/db`` or ``sqlite:///path``; default: ``voxgate.db`` in
@@ -324,6 +368,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
     realtime: RealtimeSection | None = None
     """Speech-to-speech instead of the cascade: every session of every protocol talks to one
     upstream Realtime connection of its own (``VOXGATE_REALTIME__API_KEY``...)."""

@@ -49,6 +49,7 @@ _ENGINES: dict[str, dict[str, Engine]] = {
         "openai": _p("openai_stt", "OpenAISTTSettings"),
         "deepgram": _p("deepgram_stt", "DeepgramSTTSettings"),
         "cloudflare": _p("cloudflare_stt", "CloudflareSTTSettings"),
+        "wyoming": _p("wyoming_stt", "WyomingSTTSettings"),
         "standin": _p("standin", "StandinSTTSettings", "create_stt"),
     },
     "llm": {
@@ -62,6 +63,7 @@ _ENGINES: dict[str, dict[str, Engine]] = {
         "deepgram": _p("deepgram_tts", "DeepgramTTSSettings"),
         "elevenlabs": _p("elevenlabs_tts", "ElevenLabsSettings"),
         "cloudflare": _p("cloudflare_tts", "CloudflareTTSSettings"),
+        "wyoming": _p("wyoming_tts", "WyomingTTSSettings"),
         "standin": _p("standin", "StandinTTSSettings", "create_tts"),
     },
     # The wake word ([wake_word]): voxgate.core.capabilities.WakeWord.

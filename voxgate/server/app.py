@@ -31,6 +31,7 @@ from voxgate.server.loading import Readiness, UntilReady
 from voxgate.server.secrets_file import with_generated_secrets
 from voxgate.server.shared import open_shared_state
 from voxgate.server.transports import assistant_proxy, elato, relay, xiaozhi, xiaozhi_ota
+from voxgate.server.wyoming import WyomingServer
 from voxgate.store import Store
 from voxgate.store.devices import same_secret
 from voxgate.store.retention import prune_periodically
@@ -121,6 +122,7 @@ def create_app(
     background: until then the pages say so and everything else answers "loading models"."""
     settings = with_generated_secrets(settings)
     readiness = Readiness()
+    wyoming_servers: list[WyomingServer] = []
 
     async def prepare(app: Starlette) -> ServerContext:
         if isinstance(engines, Engines):
@@ -141,6 +143,10 @@ def create_app(
         await ctx.state.start(ctx.on_notice)
         app.state.ctx = ctx
         app.state.loop_watch = asyncio.create_task(ctx.metrics.watch_event_loop())
+        if settings.wyoming.enabled:  # its own TCP port(s), once the engines are ready
+            app.state.wyoming = WyomingServer(ctx)
+            wyoming_servers.append(app.state.wyoming)
+            await app.state.wyoming.start()
         readiness.ready = True
         return ctx
 
@@ -148,6 +154,8 @@ def create_app(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if wyoming_servers:
+            await wyoming_servers.pop().close(settings.server.shutdown_grace_s)
         await ctx.drain(settings.server.shutdown_grace_s)
         for session in list(ctx.sessions):
             await ctx.close_session(session)

@@ -204,6 +204,11 @@ class ServerContext:
             raise AssertionError("unreachable")  # pragma: no cover
         return await ask
 
+    async def pseudo_device(self, name: str) -> Device:
+        """The server's own device ``name`` (made on first use): what a protocol without
+        credentials (Wyoming) connects as. Raises UnavailableError while the database is away."""
+        return await self._pseudo_device(name)
+
     async def character_for(self, device: Device, requested: str | None = None) -> CharacterChoice:
         """The character a session talks as: the one the client asked for, else the device's,
         else the configured default. Raises NotFoundError only for one the client asked for."""

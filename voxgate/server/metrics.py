@@ -47,6 +47,14 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+        self.wyoming_seconds = Histogram(
+            "voxgate_wyoming_request_seconds",
+            "Wyoming requests at the server: transcribe (audio-stop to transcript), "
+            "synthesize_first_audio (request to first audio)",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.bytes_in = Counter(
             "voxgate_bytes_in", "Bytes received from devices", ["protocol"], registry=self.registry
         )

@@ -62,7 +62,19 @@ def urls(settings: Settings, *, with_token: bool = True) -> list[tuple[str, str]
         ("voice-assistant-proxy WebSocket", f"{ws}/ws"),
         ("health", f"{base}/healthz"),
         ("metrics", f"{base}/metrics"),
+        *wyoming_urls(settings),
     ]
+
+
+def wyoming_urls(settings: Settings) -> list[tuple[str, str]]:
+    """Where Home Assistant adds voxgate (Wyoming Protocol: this host and port)."""
+    wyoming = settings.wyoming
+    if not wyoming.enabled:
+        return []
+    lines = [("Wyoming STT+TTS (Home Assistant)", f"tcp://{wyoming.host}:{wyoming.port}")]
+    if wyoming.tts_port is not None:
+        lines.append(("Wyoming TTS only", f"tcp://{wyoming.host}:{wyoming.tts_port}"))
+    return lines
 
 
 def announcement(settings: Settings, *, with_token: bool) -> list[str]:

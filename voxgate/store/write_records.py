@@ -49,9 +49,10 @@ class TurnRecord:
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
     """Usage of a turn already written: engine calls that ended after it was reported (the
-    LLM and TTS of an interrupted reply). ``at`` is the turn's, so it counts as that turn."""
+    LLM and TTS of an interrupted reply). ``at`` is the turn's, so it counts as that turn. Also
+    a request outside any conversation (a Wyoming transcription): ``conversation_id`` None."""
 
-    conversation_id: str
+    conversation_id: str | None
     device_id: int
     user_id: int | None
     usage: tuple[EngineUsage, ...]
