@@ -25,7 +25,7 @@ from tests.server_harness import open_store, running_server, server_settings
 from voxgate.client import RelayClientError, converse
 from voxgate.core.audio import read_wav
 from voxgate.core.capabilities import Int16Array, WakeWord
-from voxgate.core.config import ListeningSettings, Settings
+from voxgate.core.config import CharacterSettings, ListeningSettings, Settings
 from voxgate.evaluation import normalize_words
 from voxgate.models import ModelStore
 from voxgate.pipeline import Engines
@@ -72,16 +72,21 @@ def rows(data_dir: Path) -> dict[str, int]:
 
 @asynccontextmanager
 async def serve_wake(
-    tmp_path: Path, wake_engine: WakeWord, fakes: Fakes | None = None, **listening: Any
+    tmp_path: Path,
+    wake_engine: WakeWord,
+    fakes: Fakes | None = None,
+    character: CharacterSettings | None = None,
+    **listening: Any,
 ) -> AsyncIterator[Server]:
     fakes = fakes or Fakes()
     engines = fakes.engines()
     engines.wake_word = wake_engine
     store = await open_store(tmp_path)
     _, token = await store.devices.add("kitchen")
-    settings = server_settings(tmp_path).model_copy(
-        update={"listening": ListeningSettings(**listening)}
-    )
+    update: dict[str, Any] = {"listening": ListeningSettings(**listening)}
+    if character is not None:
+        update["character"] = character
+    settings = server_settings(tmp_path).model_copy(update=update)
     try:
         async with running_server(settings, engines, store) as address:
             yield Server(address, token, store, fakes)
@@ -204,6 +209,28 @@ async def test_old_clients_hear_everything_unless_the_server_is_set_to_wake_word
         ready = await c.start()
         assert ready["listening"]["mode"] == "wake_word"
         assert ready["listening"]["wake_word"] == "hey_jarvis"
+
+
+@bounded(30)
+async def test_the_word_is_the_clients_else_the_devices_else_the_characters(
+    tmp_path: Path, wake_engine: WakeWord
+) -> None:
+    character = CharacterSettings(wake_word="alexa")
+    async with serve_wake(tmp_path, wake_engine, character=character) as server:
+        async with client(server.url, server.token) as c:
+            assert (await c.start(listening=WAKE))["listening"]["wake_word"] == "hey_jarvis"
+        async with client(server.url, server.token) as c:
+            ready = await c.start(listening={"mode": "wake_word"})
+            assert ready["listening"]["wake_word"] == "alexa"
+    kitchen = {"kitchen": "okay_nabu"}
+    async with (
+        serve_wake(
+            tmp_path / "b", wake_engine, character=character, device_wake_words=kitchen
+        ) as server,
+        client(server.url, server.token) as c,
+    ):
+        ready = await c.start(listening={"mode": "wake_word"})
+        assert ready["listening"]["wake_word"] == "okay_nabu"
 
 
 @pytest.mark.models

@@ -179,6 +179,10 @@ class ListeningSettings(BaseModel):
     xiaozhi_mode: ListeningMode = ListeningMode.PUSH_TO_TALK
     """The same for xiaozhi-esp32 boards: ``wake_word`` for boards without a wake word of their
     own, streaming in auto or realtime mode (a board's own ``listen detect`` opens it too)."""
+    device_wake_words: dict[str, str] = Field(default_factory=dict)
+    """Per device (by name, as ``voxgate devices list`` shows it): the wake word it listens for,
+    over its character's (``character.wake_word``) and ``[wake_word].wake_word``; a relay
+    client's own ``listening.wake_word`` wins over all."""
     follow_up: FollowUp = FollowUp.CONVERSATION
     """After the wake word: one ``turn``, or a ``conversation`` until silence."""
     conversation_silence_s: float = Field(8.0, gt=0)

@@ -315,18 +315,26 @@ class ServerContext:
         return session
 
     def wake_listening(
-        self, wake_word: str | None = None, character: CharacterSettings | None = None
+        self,
+        device: Device,
+        wake_word: str | None = None,
+        character: CharacterSettings | None = None,
     ) -> WakeListening:
-        """A session's ``wake_word`` listening as configured (``[listening]``), for ``wake_word``
-        (else the character's, else ``[wake_word].wake_word``). ConfigError, naming the
-        installed words, when this server cannot listen for it."""
+        """A session's ``wake_word`` listening as configured (``[listening]``): for ``wake_word``
+        (the client's choice), else the device's (``listening.device_wake_words``), else the
+        character's, else ``[wake_word].wake_word``. ConfigError, naming the installed words,
+        when this server cannot listen for it."""
         engine = self.engines.wake_word
         if engine is None:
             raise ConfigError("this server has no wake-word engine (its VAD is the stand-in)")
-        word = wake_word or (character.wake_word if character else None)
-        word = word or self.settings.wake_word.wake_word
-        engine.new_stream(word)  # raises for a word it does not have
         listening = self.settings.listening
+        word = (
+            wake_word
+            or listening.device_wake_words.get(device.name)
+            or (character.wake_word if character else None)
+            or self.settings.wake_word.wake_word
+        )
+        engine.new_stream(word)  # raises for a word it does not have
         return WakeListening(
             word, listening.follow_up, listening.conversation_silence_s, listening.pre_roll_ms
         )

@@ -116,7 +116,7 @@ class ElatoAdapter(ProtocolAdapter):
         turn = settings.turn.model_copy(update={"barge_in": False})
         # Hands-free only when configured: the firmware knows nothing of it.
         hands_free = settings.listening.elato_mode == ListeningMode.WAKE_WORD
-        self.listening = ctx.wake_listening(character=character) if hands_free else None
+        self.listening = ctx.wake_listening(device, character=character) if hands_free else None
         return await ctx.open_session(
             device,
             output_rate_hz=elato.OUTPUT_RATE_HZ,

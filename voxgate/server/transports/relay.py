@@ -140,7 +140,7 @@ class RelayAdapter(ProtocolAdapter):
         self.idle_timeout_s = ctx.settings.server.relay_idle_timeout_s
         self.turn = _turn_settings(ctx.settings.turn, start)
         self.choice = await _character(ctx, device, start)
-        self.listening = _listening(ctx, start, self.choice)
+        self.listening = _listening(ctx, device, start, self.choice)
         # The client commits turns; the server's VAD still finds where speech is (and barge-in).
         client = start.turn_detection is TurnDetection.CLIENT
         session = await ctx.open_session(
@@ -254,14 +254,14 @@ async def _report(ctx: ServerContext, wire: Wire, code: ErrorCode, message: str)
 
 
 def _listening(
-    ctx: ServerContext, start: SessionStart, choice: CharacterChoice
+    ctx: ServerContext, device: Device, start: SessionStart, choice: CharacterChoice
 ) -> WakeListening | None:
     """The session's wake word listening, or None when it hears everything (push to talk)."""
     asked = start.listening
     if (asked.mode or ctx.settings.listening.mode) != ListeningMode.WAKE_WORD:
         return None
     try:
-        listening = ctx.wake_listening(asked.wake_word, choice.settings)
+        listening = ctx.wake_listening(device, asked.wake_word, choice.settings)
     except ConfigError as exc:
         raise Refused(codec.close_for(Ending.BAD_REQUEST, str(exc))) from None
     return dataclasses.replace(

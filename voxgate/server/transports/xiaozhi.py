@@ -166,7 +166,7 @@ class XiaozhiAdapter(ProtocolAdapter):
             turn=turn,
             limit_key=self.limit_key,
             detection=ctx.client_commit() if manual else ctx.server_vad(),
-            listening=ctx.wake_listening() if hands_free else None,
+            listening=ctx.wake_listening(device) if hands_free else None,
         )
 
     async def begin(self, ctx: ServerContext, wire: Wire, session: VoiceSession) -> None:
