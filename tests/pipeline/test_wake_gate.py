@@ -11,7 +11,14 @@ import pytest
 from tests.fakes import Fakes, make_session
 from voxgate.core.audio import resample
 from voxgate.core.capabilities import Int16Array, WakeWord
-from voxgate.core.events import Event, SpeechStarted, WakeWordHeard, WakeWordWaiting
+from voxgate.core.errors import ErrorCode
+from voxgate.core.events import (
+    ErrorEvent,
+    Event,
+    SpeechStarted,
+    WakeWordHeard,
+    WakeWordWaiting,
+)
 from voxgate.core.listening import FollowUp, WakeListening
 from voxgate.models import ModelStore
 from voxgate.pipeline.wake_gate import WakeGatedSession
@@ -84,4 +91,18 @@ async def test_nothing_reaches_the_session_while_waiting_and_the_device_may_open
     assert [e for e in await drain(gate) if isinstance(e, WakeWordWaiting)] == [
         WakeWordWaiting("silence")
     ]
+    await gate.close()
+
+
+async def test_a_rate_out_of_range_is_a_bad_audio_error_and_the_gate_goes_on(
+    wake_engine: WakeWord,
+) -> None:
+    gate = WakeGatedSession(
+        make_session(Fakes().engines()), wake_engine, WakeListening("hey_jarvis")
+    )
+    await gate.push_audio(bytes(640), 1_000)
+    (error,) = await drain(gate)
+    assert isinstance(error, ErrorEvent) and error.code == ErrorCode.BAD_AUDIO
+    await gate.push_audio(bytes(640), 16_000)
+    assert await drain(gate) == [] and gate.waiting
     await gate.close()

@@ -22,6 +22,7 @@ import numpy as np
 
 from voxgate.core.audio import StreamResampler
 from voxgate.core.capabilities import ToolRunner, ToolSpec, WakeWord, WakeWordStream
+from voxgate.core.errors import AudioFormatError, ErrorCode
 from voxgate.core.events import (
     ErrorEvent,
     Event,
@@ -131,7 +132,11 @@ class WakeGatedSession:
         samples = np.frombuffer(pcm, dtype="<i2")
         self._keep(pcm, len(samples), sample_rate_hz)
         if self._resampler is None or self._resampler.from_hz != sample_rate_hz:
-            self._resampler = StreamResampler(sample_rate_hz, self._engine.sample_rate_hz)
+            try:
+                self._resampler = StreamResampler(sample_rate_hz, self._engine.sample_rate_hz)
+            except AudioFormatError as exc:  # as the session inside would say it
+                self._out.emit(ErrorEvent(ErrorCode.BAD_AUDIO, str(exc)))
+                return
         heard = self._resampler.process(samples)
         fed_before, self._fed = self._fed, self._fed + len(heard)
         detection = self._stream.process(heard)
