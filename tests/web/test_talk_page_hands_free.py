@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.async_api import expect
 
 from tests.fakes import FakeLLM, Fakes, FakeSTT, FakeTTS, bounded
 from tests.server_harness import server_settings, serving
@@ -18,7 +19,9 @@ from tests.web_browser import browser_page, page_state, screenshot
 from voxgate.core.audio import read_wav, write_wav
 from voxgate.core.config import ListeningSettings
 from voxgate.core.listening import FollowUp
+from voxgate.evaluation import normalize_words
 from voxgate.models import ModelStore
+from voxgate.pipeline import Engines
 from voxgate.providers.micro_wakeword import MicroWakeWordSettings, create
 from voxgate.server.app import create_app
 from voxgate.speech_corpus import INSTALL_HINT, librivox_clips, synthesized
@@ -35,14 +38,16 @@ RECORD_STATES = """() => {
 }"""
 
 
-def microphone_clip(tmp_path: Path) -> Path:
-    """Silence, four seconds of LibriVox talk (no wake word), a pause, then "Hey Jarvis, what is
-    the capital of France?" and silence."""
+def microphone_clip(
+    tmp_path: Path, question: str = "Hey Jarvis, what is the capital of France?"
+) -> Path:
+    """Silence, four seconds of LibriVox talk (no wake word), a pause, then ``question`` (flite)
+    and silence."""
     clips = librivox_clips()
     if not clips:
         pytest.skip(INSTALL_HINT)
     try:
-        question = synthesized("Hey Jarvis, what is the capital of France?", "flite", "rms")
+        said = synthesized(question, "flite", "rms")
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     talk = read_wav(clips[0].path)[0][: 4 * RATE_HZ]
@@ -51,7 +56,7 @@ def microphone_clip(tmp_path: Path) -> Path:
         return np.zeros(round(RATE_HZ * seconds), dtype=np.int16)
 
     path = tmp_path / "hands-free.wav"
-    audio = np.concatenate([silence(1.5), talk, silence(1.5), question, silence(4)])
+    audio = np.concatenate([silence(1.5), talk, silence(1.5), said, silence(4)])
     write_wav(path, audio.astype(np.int16), RATE_HZ)
     return path
 
@@ -100,3 +105,32 @@ async def test_hands_free_waits_for_the_word_hears_it_answers_and_waits_again(
     assert "waiting" not in shown[1 : shown.index("heard")], states
     # Only the question reached the STT: never the four seconds of talk before the word.
     assert stt.calls and all(len(audio) / RATE_HZ < 4.5 for audio in stt.calls)
+
+
+@pytest.mark.models
+@bounded(300)
+async def test_hey_jarvis_what_is_two_plus_three_is_answered_in_the_browser(
+    tmp_path: Path, real_engines: Engines
+) -> None:
+    settings = server_settings(tmp_path, admin_token=TOKEN).model_copy(
+        update={"listening": ListeningSettings(follow_up=FollowUp.TURN)}
+    )
+    clip = microphone_clip(tmp_path, "Hey Jarvis, what is two plus three?")
+    async with (
+        serving(create_app(settings, engines=real_engines)) as address,
+        browser_page(clip) as (page, errors),
+    ):
+        await page.goto(f"http://{address}/#token={TOKEN}")
+        await page.check("#hands-free")
+        await page.click("#start")
+        first = page.locator('#turns .turn[data-turn-id="1"]')
+        await expect(first).to_have_attribute("data-done", "true", timeout=120_000)
+        heard = await first.locator(".user .text").text_content() or ""
+        reply = await first.locator(".reply .text").text_content() or ""
+        await page.wait_for_function("() => window.voxgate.status === 'waiting'", timeout=60_000)
+        played = await page_state(page, "player.stats")
+        await screenshot(page, "talk-page-hands-free-real")
+        assert errors.messages == []
+    assert {"two", "plus", "three"} <= set(normalize_words(heard)) or "2" in heard, heard
+    assert "five" in normalize_words(reply) or "5" in reply, reply
+    assert isinstance(played, dict) and played["peak"] > 0.05  # the answer was heard

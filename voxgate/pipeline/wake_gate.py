@@ -15,6 +15,7 @@ that is about when the reply has played.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
@@ -54,6 +55,10 @@ class WakeGatedSession:
         self._odd = b""  # a frame's odd byte waits for the next: samples stay aligned
         self.waiting = True
         self._audio_s = 0.0  # the session's audio so far (its clock, as at_ms elsewhere)
+        # The session inside hears only what follows a wake word: its clock runs behind ours
+        # by the audio it did not hear. Its at_ms are moved onto ours (the device's) by this.
+        self._inner_s = 0.0
+        self._offset_s = 0.0
         self._fed = 0  # samples the stream has been given: its detections count in these
         self._idle_s = 0.0
         self._speaking = False
@@ -74,6 +79,10 @@ class WakeGatedSession:
     async def _forward_events(self) -> None:
         async for event in self.inner.events():
             self._track(event)
+            if isinstance(event, SpeechStarted | SpeechStopped):
+                event = dataclasses.replace(
+                    event, at_ms=round(event.at_ms + self._offset_s * 1000.0, 1)
+                )
             self._out.emit(event)
         self._out.end()
 
@@ -125,7 +134,7 @@ class WakeGatedSession:
         started_s = self._audio_s
         self._audio_s += len(pcm) // 2 / sample_rate_hz
         if not self.waiting:
-            await self.inner.push_audio(pcm, sample_rate_hz)
+            await self._to_inner(pcm, sample_rate_hz)
             await asyncio.sleep(0)  # what the session said about this audio is tracked first
             self._count_silence(len(pcm) // 2 / sample_rate_hz)
             return
@@ -147,13 +156,19 @@ class WakeGatedSession:
         # The question may follow the word without a pause: the session hears the last moments.
         pre_roll, self._pre_roll = b"".join(p for p, _ in self._pre_roll), deque()
         self._pre_roll_samples = 0
-        await self.inner.push_audio(pre_roll, sample_rate_hz)
+        self._offset_s = self._audio_s - len(pre_roll) / 2 / sample_rate_hz - self._inner_s
+        await self._to_inner(pre_roll, sample_rate_hz)
+
+    async def _to_inner(self, pcm: bytes, sample_rate_hz: int) -> None:
+        self._inner_s += len(pcm) / 2 / sample_rate_hz
+        await self.inner.push_audio(pcm, sample_rate_hz)
 
     def heard(self, wake_word: str) -> None:
         """The device heard its wake word itself (a board with its own engine): listen now."""
         if self.waiting:
             self._pre_roll.clear()
             self._pre_roll_samples = 0
+            self._offset_s = self._audio_s - self._inner_s
             self._open(wake_word, self._audio_s)
 
     def _open(self, wake_word: str, at_s: float) -> None:
