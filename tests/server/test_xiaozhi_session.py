@@ -446,3 +446,15 @@ async def test_the_assistants_goodbye_plays_out_before_the_close(tmp_path: Path)
         assert board.heard.of("tts", "stop")  # the reply ended before the close
         # Five words of 300 ms: all of it reached the board before the connection closed.
         assert sum(len(pcm) for _, pcm in board.heard.audio) >= 1.5 * 24_000
+
+
+@bounded(30)
+async def test_the_devices_volume_setting_is_set_on_the_board(tmp_path: Path) -> None:
+    async with xiaozhi_server(tmp_path) as rig:
+        await rig.store.devices.configure("board-0", volume=35)
+        board = await rig.board(volume=80)
+        await board.wait_for(lambda: board.volume == 35, 10)
+        assert board.tool_calls == [
+            {"name": "self.audio_speaker.set_volume", "arguments": {"volume": 35}}
+        ]
+        await board.close()

@@ -66,6 +66,7 @@ PATHS = ("/xiaozhi/v1/", "/xiaozhi/v1")
 HELLO_TIMEOUT_S = codec.HELLO_TIMEOUT_S
 FIRST_LISTEN_TIMEOUT_S = 10.0
 """The firmware sends ``listen`` right after the hello; a client that does not is in auto mode."""
+VOLUME_TOOL = "self.audio_speaker.set_volume"
 TOOL_TIMEOUT_S = 5.0
 """A device tool that has not answered by then has failed (the reply goes on)."""
 
@@ -92,6 +93,8 @@ class XiaozhiAdapter(ProtocolAdapter):
         self.mcp = McpClient()
         self.wire: Wire | None = None
         self.prebuffer_s = 0.0
+        self.volume: int | None = None
+        """The device's volume setting (``voxgate devices set NAME --volume N``), if any."""
         self._calls: dict[int, asyncio.Future[CallResult]] = {}
 
     def close_for(self, ending: Ending, detail: str = "") -> Close:
@@ -157,6 +160,7 @@ class XiaozhiAdapter(ProtocolAdapter):
         if self.mode is not ListenMode.REALTIME:
             turn = turn.model_copy(update={"barge_in": False})
         self.device_name = device.name
+        self.volume = device.settings.volume
         self.prebuffer_s = (ctx.settings.server.prebuffer_ms + codec.FRAME_MS) / 1000.0
         # Hands-free on the server's wake-word engine only when configured (boards without one).
         hands_free = ctx.settings.listening.xiaozhi_mode == ListeningMode.WAKE_WORD
@@ -253,6 +257,16 @@ class XiaozhiAdapter(ProtocolAdapter):
                 [t.name for t in self.mcp.tools],
                 "offered to the LLM" if offered else "this session cannot call tools",
             )
+            await self._set_volume(wire)
+
+    async def _set_volume(self, wire: Wire) -> None:
+        """The device's volume setting, as ElatoAI's ``auth`` sends it: once a connection.
+        Not awaited: its answer comes through this reader."""
+        tool = self.mcp.tool_named(VOLUME_TOOL)
+        if self.volume is None or tool is None:
+            return
+        _, payload = self.mcp.call(tool, {"volume": self.volume})
+        await wire.send(mcp_message(self.session_id, payload))
 
     async def call_tool(self, call: ToolCall) -> str:
         """Runs one of the device's tools for the LLM: its answer, or why it failed."""

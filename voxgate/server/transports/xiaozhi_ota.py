@@ -110,7 +110,11 @@ async def ota(request: Request) -> Response:
         logger.warning("cannot look up xiaozhi board %s: %s", mac, exc)
         return _error(503, "the device database is unavailable; try again shortly")
     reply: dict[str, Any] = {
-        "server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
+        # The board's clock shows the server's local time (the offset is in minutes).
+        "server_time": {
+            "timestamp": int(time.time() * 1000),
+            "timezone_offset": time.localtime().tm_gmtoff // 60,
+        },
         # Its own version: nothing to install (voxgate serves no firmware).
         "firmware": {"version": _firmware_version(body), "url": ""},
     }
