@@ -33,6 +33,7 @@ from wyoming.tts import Synthesize
 from bench.harness import STANDIN_ENGINES, free_port, voxgate_serve
 from voxgate.cli import SAMPLE_QUESTION
 from voxgate.core.audio import read_wav
+from voxgate.core.config import load_settings
 
 console = Console()
 SENTENCE = "The capital of France is Paris, a city on the river Seine."
@@ -107,6 +108,8 @@ async def run(rounds: int, standin: bool) -> dict[str, object]:
     }
     texts: list[str] = []
     with tempfile.TemporaryDirectory() as data_dir:
+        # The prepared models are reused, not copied: the data directory is otherwise fresh.
+        (Path(data_dir) / "models").symlink_to(load_settings().models_dir, target_is_directory=True)
         console.print("starting voxgate serve --wyoming (loading the models)...")
         async with voxgate_serve(Path(data_dir), env):
             await transcribe_ms(port, pcm, rate)  # a first request of each kind, not counted

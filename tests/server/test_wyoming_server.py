@@ -101,6 +101,19 @@ async def test_synthesize_answers_audio_of_the_right_length(tmp_path: Path) -> N
     assert np.abs(audio).max() > 1000
 
 
+async def test_a_long_synthesize_is_spoken_a_piece_at_a_time_in_one_audio_stream(
+    tmp_path: Path,
+) -> None:
+    async with wyoming_server(standin_settings(tmp_path)) as served:
+        events = await synthesize(
+            served.ports[0], "It is sunny today, so go out. Tomorrow it rains."
+        )
+    kinds = [e.type for e in events if e.type != "audio-chunk"]
+    assert kinds == ["audio-start", "audio-stop"]
+    audio, rate = audio_of(events)
+    assert len(audio) == 10 * TONE_MS_PER_WORD * rate // 1000  # every word, once
+
+
 async def test_streamed_synthesis_speaks_each_sentence_then_stops(tmp_path: Path) -> None:
     async with (
         wyoming_server(standin_settings(tmp_path)) as served,
@@ -125,16 +138,26 @@ async def test_usage_is_billed_to_the_configured_device_and_counted_in_metrics(
     async with wyoming_server(settings) as served:
         port = served.ports[0]
         await transcribe(port, np.full(8000, 3000, dtype=np.int16), 16000)
-        await synthesize(port, "two words")
+        await synthesize(port, "Two sentences here. Billed once.")
+        async with AsyncTcpClient("127.0.0.1", port) as client:  # a streamed one: once too
+            await client.write_event(SynthesizeStart().event())
+            for piece in ("One. ", "Two. ", "Three."):
+                await client.write_event(SynthesizeChunk(text=piece).event())
+            await client.write_event(SynthesizeStop().event())
+            await events_until(client, "synthesize-stopped")
         await served.store.writer.flush(5.0)
         turns = await served.store.reports.device_turns()
+        [usage] = await served.store.reports.usage()
         text = await metrics(served)
         device = await served.store.devices.by_name("kitchen-ha")
-    assert turns == {"kitchen-ha": 2}
+    assert turns == {"kitchen-ha": 3}
+    # The characters synthesised: each sentence (the spaces between them are not spoken).
+    assert usage.characters == len("Two sentences here.Billed once.One.Two.Three.")
     assert device.last_seen_at is not None
-    assert 'voxgate_sessions_total{protocol="wyoming"} 2.0' in text
+    assert 'voxgate_sessions_total{protocol="wyoming"} 3.0' in text
     assert 'voxgate_wyoming_request_seconds_count{kind="transcribe"} 1.0' in text
-    assert 'voxgate_wyoming_request_seconds_count{kind="synthesize_first_audio"} 1.0' in text
+    # The synthesize, and each sentence of the streamed one.
+    assert 'voxgate_wyoming_request_seconds_count{kind="synthesize_first_audio"} 4.0' in text
     assert 'voxgate_bytes_in_total{protocol="wyoming"}' in text
 
 

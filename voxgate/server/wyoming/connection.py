@@ -21,6 +21,7 @@ from voxgate.core.audio import int16_to_float, resample
 from voxgate.core.capabilities import Int16Array
 from voxgate.core.errors import ErrorCode, ProviderError, UnavailableError, VoxgateError
 from voxgate.core.threads import close_stream
+from voxgate.core.usage import UsageMeter, metering
 from voxgate.pipeline.sentences import SentenceSplitter
 from voxgate.protocols import wyoming
 from voxgate.protocols.wyoming import WyomingProtocolError
@@ -88,6 +89,7 @@ class WyomingConnection:
         self._wake: WakeDetect | None = None
         self._audio_open = False
         self._holder = secrets.token_hex(8)
+        self._stream_meter = UsageMeter()
         self.live = False
         """Admitted and not yet ended (what shutdown and tests look at)."""
         self.busy = False
@@ -230,12 +232,15 @@ class WyomingConnection:
                 self._offered(self.offer.tts, "text to speech")
                 self._check_rate()
                 self._splitter, self._voice = SentenceSplitter(), voice
+                self._stream_meter = UsageMeter()
             case SynthesisText(text=text):
                 assert self._splitter is not None  # the codec saw synthesize-start
                 await self._speak_sentences(self._splitter.push(text), self._voice)
             case SynthesisEnded():
                 if self._splitter is not None:
                     await self._speak_sentences(self._splitter.flush(), self._voice)
+                    assert self.device is not None
+                    self.service.bill(self.device, self._stream_meter)  # one request
                 self._splitter = None
                 await self._send(wyoming.synthesize_stopped())
 
@@ -281,43 +286,59 @@ class WyomingConnection:
         await self._send(wyoming.transcript(text, self._language))
         await self._send(wyoming.transcript_stop())
 
-    async def _speak(self, text: str, voice: str | None) -> bool:
-        """``text`` as audio-start (at its first audio) and chunks; False if it had none."""
-        assert self.device is not None
+    async def _speak(
+        self, text: str, voice: str | None, *, opened: bool, started: float | None = None
+    ) -> bool:
+        """``text`` as chunks, after an audio-start at its first audio unless ``opened``;
+        whether the audio is open now. ``started``: when the request came (the first audio's
+        latency is measured from it)."""
         tts = self.service.ctx.engines.tts
         rate = tts.sample_rate_hz
         chunk_samples = rate * CHUNK_MS // 1000
-        started, spoke = time.perf_counter(), False
-        async with self.service.metered(self.device):
-            chunks = tts.synthesize(text, voice)
-            try:
-                async for audio in chunks:
-                    if not spoke:
-                        self._observe("synthesize_first_audio", started)
-                        await self._send(wyoming.audio_start(rate))
-                        spoke = True
-                    for at in range(0, len(audio), chunk_samples):
-                        piece = audio[at : at + chunk_samples].astype("<i2").tobytes()
-                        await self._send(wyoming.audio_chunk(piece, rate))
-            except VoxgateError as exc:
-                raise Ended(exc.code.value, f"text to speech failed: {exc}") from None
-            finally:
-                await close_stream(chunks)
-        return spoke
+        chunks = tts.synthesize(text, voice)
+        try:
+            async for audio in chunks:
+                if started is not None:
+                    self._observe("synthesize_first_audio", started)
+                    started = None
+                if not opened:
+                    await self._send(wyoming.audio_start(rate))
+                    opened = True
+                for at in range(0, len(audio), chunk_samples):
+                    piece = audio[at : at + chunk_samples].astype("<i2").tobytes()
+                    await self._send(wyoming.audio_chunk(piece, rate))
+        except VoxgateError as exc:
+            raise Ended(exc.code.value, f"text to speech failed: {exc}") from None
+        finally:
+            await close_stream(chunks)
+        return opened
 
     async def _speak_all(self, text: str, voice: str | None) -> None:
         """A ``synthesize``: one audio-start and audio-stop around it, even with nothing to
-        say (an empty answer is still an answer)."""
-        if not await self._speak(text, voice):
+        say (an empty answer is still an answer). Spoken a piece at a time, as a reply is
+        (voxgate's sentence splitter: a first clause, then sentences), so the first audio
+        comes after the first piece rather than after the whole text."""
+        assert self.device is not None
+        splitter = SentenceSplitter()
+        pieces = [*splitter.push(text), *splitter.flush()]
+        started: float | None = time.perf_counter()
+        opened = False
+        async with self.service.metered(self.device):
+            for piece in pieces:
+                opened = await self._speak(piece, voice, opened=opened, started=started)
+                started = None if opened else started
+        if not opened:
             await self._send(wyoming.audio_start(self.service.ctx.engines.tts.sample_rate_hz))
         await self._send(wyoming.audio_stop())
 
     async def _speak_sentences(self, sentences: list[str], voice: str | None) -> None:
         """Sentences of a streamed text, each its own audio-start ... audio-stop, as soon as it
-        is complete (the reference server does the same)."""
-        for sentence in sentences:
-            if await self._speak(sentence, voice):
-                await self._send(wyoming.audio_stop())
+        is complete (the reference server does the same); billed with the stream's meter."""
+        with metering(self._stream_meter):
+            for sentence in sentences:
+                started = time.perf_counter()
+                if await self._speak(sentence, voice, opened=False, started=started):
+                    await self._send(wyoming.audio_stop())
 
     def _observe(self, kind: str, started: float) -> None:
         self._metrics.wyoming_seconds.labels(kind).observe(time.perf_counter() - started)

@@ -110,13 +110,14 @@ class WyomingService:
             try:
                 yield meter
             finally:
-                if meter.records:
-                    self.ctx.store.writer.submit(
-                        UsageRecord(
-                            None, device.id, device.user_id, tuple(meter.records), time.time()
-                        )
-                    )
-                    self.ctx.metrics.cost_usd.inc(meter.cost_usd)
+                self.bill(device, meter)
+
+    def bill(self, device: Device, meter: UsageMeter) -> None:
+        """What ``meter`` counted, as one turn of ``device``'s usage."""
+        if meter.records:
+            record = UsageRecord(None, device.id, device.user_id, tuple(meter.records), time.time())
+            self.ctx.store.writer.submit(record)
+            self.ctx.metrics.cost_usd.inc(meter.cost_usd)
 
     def failed(self, device: Device | None, code: str, message: str) -> None:
         self.ctx.metrics.errors.labels(PROTOCOL, code).inc()
