@@ -305,6 +305,11 @@ def test_too_much_audio_or_text_is_refused() -> None:
     with pytest.raises(WyomingProtocolError, match="more than 1 s of audio") as raised:
         feed(protocol, wyoming.encode("audio-chunk", {**FORMAT, "rate": 8000}, b"\x00\x00"))
     assert raised.value.code == ErrorCode.MESSAGE_TOO_LARGE
+    # A detect is not capped: it streams until the wake word, which may take hours.
+    detect = WyomingServerProtocol(requests=RequestLimits(max_audio_s=1.0))
+    feed(detect, wyoming.encode("detect"), wyoming.encode("audio-start", {**FORMAT, "rate": 8000}))
+    for _ in range(3):
+        feed(detect, wyoming.encode("audio-chunk", {**FORMAT, "rate": 8000}, second))
     texts = WyomingServerProtocol(requests=RequestLimits(max_text_chars=10))
     feed(
         texts,

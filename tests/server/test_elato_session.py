@@ -27,7 +27,13 @@ from tests.server_harness import open_store, running_server
 from voxgate.cli import SAMPLE_QUESTION
 from voxgate.core.audio import int16_to_float, read_wav, resample
 from voxgate.core.capabilities import Float32Array, Int16Array, SpeechToText, TextToSpeech
-from voxgate.core.config import CharacterSettings, ServerSettings, Settings
+from voxgate.core.config import (
+    CharacterSettings,
+    ListeningSettings,
+    ServerSettings,
+    Settings,
+)
+from voxgate.core.listening import ListeningMode
 from voxgate.evaluation import character_error_rate, normalize_words
 from voxgate.pipeline import Engines
 from voxgate.protocols.elato import issue_token, verify_token
@@ -606,3 +612,24 @@ async def test_the_devices_volume_pitch_and_character_come_from_its_settings(
             await device.until("RESPONSE.COMPLETE")
     assert auth == {**AUTH, "volume_control": 35, "pitch_factor": 1.2}
     assert " ".join(fakes.tts.sentences) == "Hi! I'm Pip. What shall we play today?"
+
+
+@bounded(30)
+async def test_a_session_that_cannot_open_gives_its_slot_back(tmp_path: Path) -> None:
+    """Wake-word listening configured on a server without a wake-word engine: the session cannot
+    open. The device is told with a close (not a dropped socket), and its one session slot is
+    free again, so the next attempt fails the same way and not as "too many sessions"."""
+    base = Settings(
+        character=CharacterSettings(system_prompt="You are a test."),
+        listening=ListeningSettings(elato_mode=ListeningMode.WAKE_WORD),
+    )
+    async with elato_server(tmp_path, base=base, max_sessions_per_device=1) as rig:
+        token = await rig.token(MAC)
+        codes = []
+        for _ in range(2):
+            async with device_connect(rig.address, token) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 5)
+                codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+    assert codes == [1011, 1011]

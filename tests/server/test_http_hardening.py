@@ -160,13 +160,16 @@ def test_every_record_is_redacted_whatever_its_shape() -> None:
         logger.warning("links: http://h/#token=s3cret and http://h/admin#token=s3cret")
         logger.warning("header Authorization: Bearer eyJhbGciOi.x.y")
         logger.warning("%(path)s", {"path": "/ws?TOKEN=abc&jwt=def"})
+        # xiaozhi boards may send the header as a query parameter (the reference server's way).
+        logger.warning("GET %s", "/xiaozhi/v1/?authorization=Bearer%20xz9tok&device-id=x")
+        logger.warning("GET %s", "/xiaozhi/v1/?authorization=Bearer+xz8tok")
     finally:
         logger.removeHandler(handler)
         logging.getLogger("voxgate").removeHandler(handler)
     text = stream.getvalue()
-    for secret in ("abc123", "s3cret", "eyJhbGciOi", "abc", "def"):
+    for secret in ("abc123", "s3cret", "eyJhbGciOi", "abc", "def", "xz9tok", "xz8tok"):
         assert secret not in text, text
-    assert text.count("[redacted]") == 6
+    assert text.count("[redacted]") == 8
 
 
 def test_the_admin_link_is_printed_only_when_asked_or_new(tmp_path: Path) -> None:

@@ -148,7 +148,10 @@ class WakeGatedSession:
                 return
         heard = self._resampler.process(samples)
         fed_before, self._fed = self._fed, self._fed + len(heard)
-        detection = self._stream.process(heard)
+        if self._engine.runs_inline:  # declared by the engine: cheap enough for the loop
+            detection = self._stream.process(heard)
+        else:
+            detection = await asyncio.to_thread(self._stream.process, heard)
         if detection is None:
             return
         into_frame_s = (detection.end_sample - fed_before) / self._engine.sample_rate_hz

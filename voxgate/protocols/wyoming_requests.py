@@ -42,7 +42,7 @@ Purpose = Literal["transcribe", "detect"]
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
     max_audio_s: float = 120.0
-    """Audio of one utterance at most (transcribe or detect)."""
+    """Audio of one transcription at most (a detect streams for as long as it takes)."""
     max_text_chars: int = 10_000
     """Text of one synthesis (streamed or not) at most."""
 
@@ -231,7 +231,9 @@ class WyomingServerProtocol:
         if channels > 1:
             samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
         self._audio_samples += len(samples)
-        if self._audio_samples > self.requests.max_audio_s * rate:
+        # A detect streams until the word is heard (hours, for Home Assistant's wake service):
+        # nothing of it is kept, so only a transcription's audio is capped.
+        if self._purpose == "transcribe" and self._audio_samples > self.requests.max_audio_s * rate:
             raise WyomingProtocolError(
                 f"more than {self.requests.max_audio_s:.0f} s of audio in one {self._purpose}",
                 code=ErrorCode.MESSAGE_TOO_LARGE,

@@ -154,9 +154,13 @@ def create_app(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        if wyoming_servers:
-            await wyoming_servers.pop().close(settings.server.shutdown_grace_s)
-        await ctx.drain(settings.server.shutdown_grace_s)
+        # Refuse new sessions everywhere first (/healthz says so), then let the WebSocket and
+        # the Wyoming requests in flight finish side by side, within one grace period.
+        ctx.shutting_down.set()
+        grace_s = settings.server.shutdown_grace_s
+        drains = [ctx.drain(grace_s), *(server.close(grace_s) for server in wyoming_servers)]
+        wyoming_servers.clear()
+        await asyncio.gather(*drains)
         for session in list(ctx.sessions):
             await ctx.close_session(session)
         await ctx.state.close()

@@ -16,7 +16,7 @@ REDACTED = "[redacted]"
 
 _SECRETS = re.compile(
     r"(?P<key>(?:[?&#;]|%3F|%26)(?:token|access_token|auth_token|jwt|api_key|key)=)[^&#\s\"'<>]*"
-    r"|(?P<scheme>\bBearer\s+)[A-Za-z0-9._~+/=-]+",
+    r"|(?P<scheme>\bBearer(?:\s+|%20|\+))[A-Za-z0-9._~+/=-]+",
     re.IGNORECASE,
 )
 

@@ -25,6 +25,7 @@ from voxgate.protocols.assistant_proxy import (
 )
 from voxgate.server.context import ServerContext
 from voxgate.server.policy import limit_key
+from voxgate.server.request_body import read_body
 from voxgate.server.runner import SlowClientError, feed_audio
 from voxgate.server.shared import ChunkTooLarge, SharedStateError
 from voxgate.server.transports.assistant_proxy_sessions import HttpSession, HttpSessions, Refused
@@ -61,7 +62,7 @@ async def post_audio(request: Request) -> Response:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
     if device is None:
         return JSONResponse({"detail": "invalid token"}, status_code=401)
-    body = await _read_body(request, ctx.settings.server.max_message_bytes)
+    body = await read_body(request, ctx.settings.server.max_message_bytes)
     if body is None:
         return JSONResponse({"detail": "request body too large"}, status_code=413)
     ctx.metrics.bytes_in.labels(PROTOCOL).inc(len(body))
@@ -119,19 +120,6 @@ async def _shared_chunk(
     if outcome.status is not ChunkStatus.FINAL:
         return JSONResponse(ack(outcome.status))
     return replace(chunk, pcm=outcome.audio)
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (read no further than that)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 async def _drain(ctx: ServerContext, entry: HttpSession) -> None:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voxgate.core.errors import UnavailableError
+from voxgate.core.errors import ConfigError, UnavailableError
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.closing import Close, Ending
 from voxgate.protocols.frames import EventEncoder
@@ -202,28 +202,31 @@ async def serve(websocket: WebSocket, adapter: ProtocolAdapter) -> None:
     holder = secrets.token_hex(8)
     claimed = False
     try:
-        device = await _admit(ctx, wire, adapter)
-        if not await caps.claim(adapter.limit_key, holder):
-            raise Refused(adapter.close_for(Ending.RATE_LIMITED, _TOO_MANY_SESSIONS))
-        claimed = True
-        session = await adapter.open_session(ctx, device)
-    except Refused as refused:
-        close = refused.close
-    except ClientGone:
+        try:
+            device = await _admit(ctx, wire, adapter)
+            if not await caps.claim(adapter.limit_key, holder):
+                raise Refused(adapter.close_for(Ending.RATE_LIMITED, _TOO_MANY_SESSIONS))
+            claimed = True
+            session = await adapter.open_session(ctx, device)
+        except Refused as refused:
+            close = refused.close
+        except ConfigError as exc:  # this device's settings name what isn't there (a wake word)
+            close = adapter.close_for(Ending.BAD_REQUEST, str(exc))
+        except ClientGone:
+            return
+        else:
+            ctx.metrics.sessions.labels(adapter.name).inc()
+            ctx.metrics.sessions_total.labels(adapter.name).inc()
+            try:
+                close = await _converse(ctx, wire, adapter, session)
+            finally:
+                await ctx.close_session(session)
+                ctx.metrics.sessions.labels(adapter.name).dec()
+                await adapter.ended(ctx, session)
+    finally:
+        # Whatever happened, the device's session slot is given back (on every replica).
         if claimed:
             await caps.release(adapter.limit_key, holder)
-        return
-    else:
-        ctx.metrics.sessions.labels(adapter.name).inc()
-        ctx.metrics.sessions_total.labels(adapter.name).inc()
-        try:
-            close = await _converse(ctx, wire, adapter, session)
-        finally:
-            await ctx.close_session(session)
-            ctx.metrics.sessions.labels(adapter.name).dec()
-            await adapter.ended(ctx, session)
-    if claimed:
-        await caps.release(adapter.limit_key, holder)
     if close is not None and close.error is not None:
         ctx.metrics.errors.labels(adapter.name, close.error.value).inc()
     await wire.close(close)

@@ -38,6 +38,7 @@ from starlette.routing import BaseRoute, Route
 from voxgate.core.errors import ConfigError, StoreError
 from voxgate.server.context import AUTH_TIMEOUT_S, ServerContext
 from voxgate.server.ratelimit import RateLimiter
+from voxgate.server.request_body import read_body
 from voxgate.store.devices import normalize_mac
 from voxgate.store.records import Device
 
@@ -174,8 +175,8 @@ def _mac(request: Request) -> str | Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > 64_000:
+    raw = await read_body(request, 64_000)  # a board's system info is a few kB
+    if raw is None:
         return {}
     try:
         body = json.loads(raw) if raw else {}
