@@ -1,4 +1,5 @@
-"""Engines as a shared service: two ``voxgate serve`` replicas answer from one LLM server.
+"""Engines as shared services: two ``voxgate serve`` replicas answer from one LLM server (and, in
+the second test, hear and speak through one Wyoming engines server).
 
 ``voxgate llm-server`` runs llama.cpp's HTTP server on the embedded GGUF; both replicas use the
 OpenAI-compatible provider pointed at it, so neither loads the model: each turn's reply is the real
@@ -65,7 +66,9 @@ def llm_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         process.wait(30)
 
 
-def start_replica(data_dir: Path, llm_url: str) -> tuple[int, subprocess.Popen[bytes]]:
+def start_replica(
+    data_dir: Path, llm_url: str, **extra: str
+) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     env = standin_env(
         data_dir,
@@ -74,6 +77,7 @@ def start_replica(data_dir: Path, llm_url: str) -> tuple[int, subprocess.Popen[b
         VOXGATE_LLM__BASE_URL=llm_url,
         VOXGATE_LLM__MODEL=MODEL,
         VOXGATE_LLM__MAX_TOKENS="24",
+        **extra,
     )
     command = ["serve", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen([sys.executable, "-m", "voxgate", *command], env=env)
@@ -122,3 +126,98 @@ async def test_two_replicas_share_one_llm_server(
             process.terminate()
         for _, process in replicas:
             process.wait(30)
+
+
+def start_engines(data_dir: Path, llm_url: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """``voxgate serve --wyoming``: the embedded whisper and Piper for every replica."""
+    wyoming_port = free_port()
+    env = {
+        **standin_env(data_dir),
+        "VOXGATE_MODEL_CACHE": str(load_settings().models_dir),
+        "VOXGATE_STT__PROVIDER": "faster-whisper",
+        "VOXGATE_TTS__PROVIDER": "piper",
+        "VOXGATE_LLM__PROVIDER": "openai",
+        "VOXGATE_LLM__BASE_URL": llm_url,
+        "VOXGATE_LLM__MODEL": MODEL,
+        "VOXGATE_WYOMING__PORT": str(wyoming_port),
+        "VOXGATE_WYOMING__REQUESTS_PER_MINUTE": "1000",
+    }
+    command = ["serve", "--wyoming", "--port", str(free_port()), "--log-level", "warning"]
+    process = subprocess.Popen([sys.executable, "-m", "voxgate", *command], env=env)
+    return wyoming_port, process
+
+
+async def spoken_turn(port: int) -> dict[str, object]:
+    """The sample question over the relay protocol (``voxgate client``'s code); turn.done."""
+    from voxgate.cli import SAMPLE_QUESTION
+    from voxgate.client import converse
+    from voxgate.core.audio import read_wav
+
+    samples, rate = read_wav(SAMPLE_QUESTION)
+    done: dict[str, object] = {}
+
+    def on_event(_: float, name: str, payload: dict[str, object]) -> None:
+        if name == "turn.done":
+            done.update(payload)
+
+    result = await converse(
+        f"ws://127.0.0.1:{port}/v1/relay", samples, rate, token=ADMIN, on_event=on_event
+    )
+    assert result.turn_done and len(result.pcm) > 0, result.errors
+    return done
+
+
+async def test_replicas_share_the_llm_server_and_the_wyoming_engines(
+    tmp_path: Path, llm_server: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    """The whole topology of docs/scaling.md on one machine: each replica keeps only its VAD;
+    what it hears is transcribed, answered and spoken by the shared servers."""
+    url, _ = llm_server
+    wyoming_port, engines = start_engines(tmp_path / "engines", url)
+    replicas: list[tuple[int, subprocess.Popen[bytes]]] = []
+    try:
+        wait_ready_tcp(wyoming_port, engines)
+        for name in ("a", "b"):
+            port, process = start_replica(
+                tmp_path / name,
+                url,
+                VOXGATE_VAD__PROVIDER="silero",
+                VOXGATE_MODEL_CACHE=str(load_settings().models_dir),
+                VOXGATE_TURN__SEMANTIC_END_OF_TURN="false",
+                VOXGATE_STT__PROVIDER="wyoming",
+                VOXGATE_STT__PORT=str(wyoming_port),
+                VOXGATE_TTS__PROVIDER="wyoming",
+                VOXGATE_TTS__PORT=str(wyoming_port),
+            )
+            replicas.append((port, process))
+        for port, process in replicas:
+            wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        for port, _ in replicas:
+            done = await spoken_turn(port)
+            assert "capital" in str(done["user_text"]).lower(), done
+            assert str(done["reply_text"]).strip(), done
+            usage = done["usage"]
+            assert isinstance(usage, dict)
+            providers = {e["capability"]: e["provider"] for e in usage["engines"]}
+            assert providers == {"stt": "wyoming", "llm": "openai", "tts": "wyoming"}, usage
+        for _, process in replicas:
+            assert not maps_file(process.pid, MODEL_FILE)
+    finally:
+        for _, process in [*replicas, (0, engines)]:
+            process.terminate()
+        for _, process in [*replicas, (0, engines)]:
+            process.wait(30)
+
+
+def wait_ready_tcp(port: int, process: subprocess.Popen[bytes], seconds: float = 300) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"nothing listens on {port} after {seconds} s")
