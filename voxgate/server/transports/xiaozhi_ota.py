@@ -94,9 +94,12 @@ def _pending(request: Request) -> dict[str, str]:
 
 
 async def ota(request: Request) -> Response:
-    if request.method == "GET":  # a person checking the URL in a browser
-        return PlainTextResponse("voxgate: the xiaozhi OTA endpoint is here; boards POST to it.")
     ctx: ServerContext = request.app.state.ctx
+    if request.method == "GET":  # a person checking the URL in a browser
+        return PlainTextResponse(
+            "voxgate: the xiaozhi OTA endpoint is here; boards POST to it and are sent "
+            f"{_websocket_url(ctx, request)}\n"
+        )
     mac = _limited(request, ctx) or _mac(request)
     if isinstance(mac, Response):
         return mac
