@@ -453,7 +453,10 @@ async def test_stream_sends_keepalive_while_idle_stand_in(stand_in: LiveStandIn)
         keepalive_s=0.1,
     )
     await stream.push(float_audio(tone(100)))
-    await asyncio.sleep(0.35)
+    # Idle: keepalives come every 0.1 s. Waited for, not slept for: a loaded machine runs late.
+    async with asyncio.timeout(10):
+        while not (stand_in.upstreams and stand_in.upstreams[0].controls.count("KeepAlive") >= 3):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
     await stream.aclose()
     (up,) = stand_in.upstreams
     assert up.controls[:3] == ["KeepAlive"] * 3
