@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -148,6 +149,9 @@ async def test_nothing_is_transcribed_stored_or_billed_before_the_wake_word(
         assert [m for m in await quiet(c) if m["event"] != "tts.audio"] == []
         await server.store.writer.flush()
         assert len(server.fakes.stt.calls) == calls
+        heard = 'voxgate_wake_words_total{protocol="relay",wake_word="hey_jarvis"}'
+        async with httpx.AsyncClient(base_url=f"http://{server.address}") as http:
+            assert f"{heard} 1.0" in (await http.get("/metrics")).text
         assert rows(tmp_path) == {"conversations": 1, "messages": 2, "usage": 0, "errors": 0}
 
 

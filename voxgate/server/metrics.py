@@ -34,6 +34,12 @@ class Metrics:
         self.errors = Counter(
             "voxgate_errors", "Errors by code", ["protocol", "code"], registry=self.registry
         )
+        self.wake_words = Counter(
+            "voxgate_wake_words",
+            "Wake words heard by hands-free sessions",
+            ["protocol", "wake_word"],
+            registry=self.registry,
+        )
         self.frame_seconds = Histogram(
             "voxgate_frame_handle_seconds",
             "Time to take in one uplink audio frame (decode, resample, VAD)",

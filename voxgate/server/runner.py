@@ -7,7 +7,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from voxgate.core.events import ErrorEvent, ReplyStarted, SessionEndRequested, TurnDone
+from voxgate.core.events import (
+    ErrorEvent,
+    ReplyStarted,
+    SessionEndRequested,
+    TurnDone,
+    WakeWordHeard,
+)
 from voxgate.pipeline.voice_session import VoiceSession
 from voxgate.protocols.frames import EventEncoder
 from voxgate.server.context import ServerContext
@@ -61,6 +67,8 @@ async def pump_events(
             await ctx.turn_written(session, event.turn_id)
         elif isinstance(event, ErrorEvent):
             ctx.metrics.observe_error(protocol, event)
+        elif isinstance(event, WakeWordHeard):
+            ctx.metrics.wake_words.labels(protocol, event.wake_word).inc()
         for out in encoder.encode(event):
             if out.turn_id is not None and session.was_interrupted(out.turn_id):
                 continue
