@@ -99,7 +99,7 @@ def render(results: dict[str, Any]) -> str:
         f" replicas: {results['connection_limit']['admitted']} of "
         f"{results['connection_limit']['attempts']} admitted",
         f"session cap (2) across replicas: {results['session_cap']['held']} held; every "
-        f"replica's overview (devices online, sessions): {results['session_cap']['overviews']}",
+        f"replica's overview (devices online, sessions, the device's replicas): {results['session_cap']['overviews']}",
         f"revoke on c, session on b closed after {results['revoke']['closed_after_s']} s "
         f"(code {results['revoke']['code']})",
         f"drain of b: /healthz {results['drain']['health']}, its session closed "

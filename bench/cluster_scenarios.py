@@ -94,9 +94,15 @@ async def session_cap_across_replicas(made: Cluster) -> dict[str, Any]:
             admin = Admin(replica.address, made.admin_token)
             try:
                 overview = (await admin.http.get("/api/admin/overview")).json()
+                listed = (await admin.http.get("/api/admin/devices")).json()["devices"]
             finally:
                 await admin.close()
-            overviews[replica.name] = (overview["devices_online"], overview["sessions_live"])
+            (capped,) = [device for device in listed if device["name"] == "capped"]
+            overviews[replica.name] = (
+                overview["devices_online"],
+                overview["sessions_live"],
+                tuple(capped["replicas"]),
+            )
     finally:
         await close_open()
     return {

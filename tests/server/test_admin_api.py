@@ -47,8 +47,8 @@ class FakeContext:
     notices: list[tuple[NoticeKind, int]] = field(default_factory=list)
     drains: int = 0
 
-    async def online_devices(self) -> set[int]:
-        return set(self.online)
+    async def online_devices(self) -> dict[int, set[str]]:
+        return {device_id: {"replica-a"} for device_id in self.online}
 
     async def live_sessions(self) -> int:
         return len(self.sessions)
@@ -216,6 +216,7 @@ async def test_users_and_devices_round_trip(any_api: Api) -> None:
     api.ctx.online = {device["id"]}
     listed = (await api.json("GET", "/devices"))["devices"]
     assert [(d["name"], d["online"]) for d in listed] == [("toy", True), ("desk", False)]
+    assert [d["replicas"] for d in listed] == [["replica-a"], []]  # where its sessions are
     assert isinstance(listed[0]["last_seen_at"], float)  # it authenticated above
 
     revoked = await api.json("POST", "/devices/toy/revoke")

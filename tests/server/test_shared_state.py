@@ -101,13 +101,14 @@ async def test_presence_shows_every_replica_s_devices_until_they_leave_or_expire
     await b.presence.arrive(8, "y")
     await b.presence.arrive(8, "z")
     await asyncio.sleep(0.7)  # longer than the TTL: the heartbeats keep them
-    assert await a.presence.online_devices() == await b.presence.online_devices() == {7, 8}
+    online = {7: {"a"}, 8: {"b"}}  # device → the replicas holding its sessions
+    assert await a.presence.online_devices() == await b.presence.online_devices() == online
     assert await a.presence.live_sessions() == 3
     await b.presence.leave(8, "y")
-    assert await a.presence.online_devices() == {7, 8}
+    assert await a.presence.online_devices() == online
     await _stop_heartbeat(b)
     await asyncio.sleep(1.0)
-    assert await a.presence.online_devices() == {7}
+    assert await a.presence.online_devices() == {7: {"a"}}
 
 
 async def test_a_notice_reaches_every_replica(replicas: list[SharedState]) -> None:

@@ -155,13 +155,14 @@ class ServerContext:
         assert self.shared is not None  # set in __post_init__
         return self.shared
 
-    async def online_devices(self) -> set[int]:
-        """Devices with a live session on any replica (this one's, should Redis be away)."""
+    async def online_devices(self) -> dict[int, set[str]]:
+        """Devices with a live session on any replica (this one's, should Redis be away), and
+        the replicas holding them."""
         try:
             return await self.state.presence.online_devices()
         except Exception as exc:
             logger.warning("presence unavailable (%s): this replica's devices only", exc)
-            return set(self._devices_of.values())
+            return {device_id: {self.replica_id} for device_id in self._devices_of.values()}
 
     async def live_sessions(self) -> int:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict
 from typing import Any, Protocol
 
@@ -41,8 +41,8 @@ class AdminContext(Protocol):
     @property
     def sessions(self) -> Collection[object]: ...
 
-    async def online_devices(self) -> set[int]:
-        """On every replica."""
+    async def online_devices(self) -> Mapping[int, Collection[str]]:
+        """On every replica: each device online, and the replicas holding its sessions."""
         ...
 
     async def live_sessions(self) -> int:
@@ -64,7 +64,7 @@ def _today() -> float:
     return dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC).timestamp()
 
 
-def _device(device: Device, online: set[int]) -> dict[str, Any]:
+def _device(device: Device, online: Mapping[int, Collection[str]]) -> dict[str, Any]:
     return {
         "id": device.id,
         "name": device.name,
@@ -77,6 +77,7 @@ def _device(device: Device, online: set[int]) -> dict[str, Any]:
         "revoked": not device.active,
         "pairing_until": device.pair_until,
         "online": device.id in online,
+        "replicas": sorted(online.get(device.id, ())),
     }
 
 

@@ -47,7 +47,9 @@ class Presence(Protocol):
 
     async def leave(self, device_id: int, holder: str) -> None: ...
 
-    async def online_devices(self) -> set[int]: ...
+    async def online_devices(self) -> dict[int, set[str]]:
+        """Each device with a live session, and the replicas holding its sessions."""
+        ...
 
     async def live_sessions(self) -> int:
         """Sessions live on every replica."""

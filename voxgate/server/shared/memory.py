@@ -33,7 +33,8 @@ class LocalSessionCaps:
 
 
 class LocalPresence:
-    def __init__(self) -> None:
+    def __init__(self, replica_id: str) -> None:
+        self._replica_id = replica_id
         self._sessions: dict[str, int] = {}
 
     async def arrive(self, device_id: int, holder: str) -> None:
@@ -42,8 +43,8 @@ class LocalPresence:
     async def leave(self, device_id: int, holder: str) -> None:
         self._sessions.pop(holder, None)
 
-    async def online_devices(self) -> set[int]:
-        return set(self._sessions.values())
+    async def online_devices(self) -> dict[int, set[str]]:
+        return {device_id: {self._replica_id} for device_id in self._sessions.values()}
 
     async def live_sessions(self) -> int:
         return len(self._sessions)
@@ -75,7 +76,7 @@ def memory_state(settings: Settings, replica_id: str) -> SharedState:
         connection_limit=LocalRateLimit(RateLimiter(server.connections_per_minute)),
         turn_gate=RateLimiter(server.turns_per_minute).allow,
         session_caps=LocalSessionCaps(server.max_sessions_per_device),
-        presence=LocalPresence(),
+        presence=LocalPresence(replica_id),
         notices=notices,
         chunks=None,
         start=start,

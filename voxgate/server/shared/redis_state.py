@@ -339,8 +339,12 @@ class RedisPresence:
             raise SharedStateError(f"Redis is unavailable: {exc}") from exc
         return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 
-    async def online_devices(self) -> set[int]:
-        return {int(member.split("|", 1)[0]) for member in await self._members()}
+    async def online_devices(self) -> dict[int, set[str]]:
+        online: dict[int, set[str]] = {}
+        for member in await self._members():
+            device_id, replica, _ = member.split("|", 2)
+            online.setdefault(int(device_id), set()).add(replica)
+        return online
 
     async def live_sessions(self) -> int:
         return len(await self._members())
