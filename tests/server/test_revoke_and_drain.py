@@ -3,6 +3,7 @@ sessions, makes /healthz answer 503 "draining" and ends the sessions left."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -87,6 +88,26 @@ async def test_the_admin_s_drain_refuses_new_sessions_and_ends_the_others(tmp_pa
                 )
                 code, events = await _closed_with(refused)
                 assert code == 1013 and events == ["error"], (code, events)
+    finally:
+        engines.close()
+        await store.close()
+
+
+async def test_a_revoke_from_the_command_line_ends_the_live_session_at_the_next_check(
+    tmp_path: Path,
+) -> None:
+    engines = Fakes().engines()
+    store = await open_store(tmp_path)
+    _, kitchen = await store.devices.add("kitchen")
+    settings = server_settings(tmp_path, admin_token=ADMIN, revocation_check_s=0.2)
+    try:
+        async with running_server(settings, engines, store) as address:
+            ws = await _relay(address, kitchen)
+            # What `voxgate devices revoke kitchen` does: the database only, no notice.
+            assert await store.devices.revoke("kitchen")
+            async with asyncio.timeout(10):
+                code, events = await _closed_with(ws)
+            assert code == 4401 and events[-1] == "error"
     finally:
         engines.close()
         await store.close()

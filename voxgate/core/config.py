@@ -245,6 +245,10 @@ class ServerSettings(BaseModel):
     """On shutdown, replies in flight get this long to finish."""
     proxy_silence_timeout_s: float = Field(20.0, gt=0)
     """voice-assistant-proxy ``/ws``: close after this long without speech, as the original did."""
+    revocation_check_s: float = Field(5.0, gt=0)
+    """Devices with a live session are checked this often for a revocation made behind the
+    server's back (``voxgate devices revoke``): their sessions end. (The admin API's revoke ends
+    them at once, on every replica.)"""
     replica_id: str | None = None
     """This replica's name among several (presence, logs); default: host name and process id."""
     elato_end_of_turn_silence_ms: int = Field(1000, ge=100)

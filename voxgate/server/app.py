@@ -140,7 +140,7 @@ def create_app(
             prune_periodically(opened.database, settings.database)
         )
         ctx = ServerContext(settings, loaded, opened, shared=open_shared_state(settings))
-        await ctx.state.start(ctx.on_notice)
+        await ctx.start()
         app.state.ctx = ctx
         app.state.loop_watch = asyncio.create_task(ctx.metrics.watch_event_loop())
         if settings.wyoming.enabled:  # its own TCP port(s), once the engines are ready
@@ -163,7 +163,7 @@ def create_app(
         await asyncio.gather(*drains)
         for session in list(ctx.sessions):
             await ctx.close_session(session)
-        await ctx.state.close()
+        await ctx.stop()
         if ctx.engines is not engines:  # loaded here: ours to close
             await ctx.engines.aclose()
         if store is None:

@@ -21,6 +21,7 @@ from voxgate.pipeline.wake_gate import WakeGatedSession
 from voxgate.protocols.closing import Ending
 from voxgate.server.metrics import Metrics
 from voxgate.server.recording import ConversationRecorder, exchanges_of, new_conversation_id
+from voxgate.server.session_endings import Endings, watch_revocations
 from voxgate.server.shared import Notice, NoticeKind, SharedState, open_shared_state
 from voxgate.store import Store
 from voxgate.store.conversations import Resumed
@@ -66,8 +67,10 @@ class ServerContext:
         self._recorders: dict[VoiceSession, ConversationRecorder] = {}
         self._devices_of: dict[VoiceSession, int] = {}
         self._holders: dict[VoiceSession, str] = {}
-        self._endings: dict[VoiceSession, asyncio.Future[tuple[Ending, str]]] = {}
+        self.endings = Endings()
+        """Sessions the server asked to end (a revocation, a drain)."""
         self._draining: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._pseudo_devices: dict[str, Device] = {}
         # Devices that authenticated, by token hash: used only while the database is away, so
         # devices already known can reconnect. A revocation takes effect once it is back.
@@ -173,6 +176,21 @@ class ServerContext:
 
     # -- notices from every replica ---------------------------------------------------------
 
+    async def start(self) -> None:
+        """The shared state's background work, and the watch for revocations."""
+        await self.state.start(self.on_notice)
+        self._watch = asyncio.create_task(watch_revocations(self))
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self.state.close()
+
+    def device_ids(self) -> set[int]:
+        """The devices with a session on this replica."""
+        return set(self._devices_of.values())
+
     async def publish(self, kind: NoticeKind, device_id: int) -> None:
         """Tell every replica (this one too) that a device changed or was revoked."""
         await self.state.notices.publish(Notice(kind, device_id, self.replica_id))
@@ -186,24 +204,10 @@ class ServerContext:
             ended = 0
             for session, device_id in list(self._devices_of.items()):
                 if device_id == notice.device_id:
-                    self.end_session(session, Ending.UNAUTHORIZED, "the device was revoked")
+                    self.endings.end(session, Ending.UNAUTHORIZED, "the device was revoked")
                     ended += 1
             if ended:
                 logger.info("device %d revoked: ending its %d session(s)", notice.device_id, ended)
-
-    def end_session(self, session: VoiceSession, ending: Ending, detail: str = "") -> None:
-        """Ask the transport running ``session`` to end it so (a revocation, a drain)."""
-        ask = self._endings.get(session)
-        if ask is not None and not ask.done():
-            ask.set_result((ending, detail))
-
-    async def end_requested(self, session: VoiceSession) -> tuple[Ending, str]:
-        """Returns once :meth:`end_session` asked for this session to end: how."""
-        ask = self._endings.get(session)
-        if ask is None:
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")  # pragma: no cover
-        return await ask
 
     async def pseudo_device(self, name: str) -> Device:
         """The server's own device ``name`` (made on first use): what a protocol without
@@ -311,7 +315,7 @@ class ServerContext:
         self._recorders[session] = recorder
         self._devices_of[session] = device.id
         self._holders[session] = holder = secrets.token_hex(8)
-        self._endings[session] = asyncio.get_running_loop().create_future()
+        self.endings.open(session)
         await self.state.presence.arrive(device.id, holder)
         return session
 
@@ -383,7 +387,7 @@ class ServerContext:
         self.sessions.discard(session)
         device_id = self._devices_of.pop(session, None)
         holder = self._holders.pop(session, None)
-        self._endings.pop(session, None)
+        self.endings.closed(session)
         if device_id is not None and holder is not None:
             await self.state.presence.leave(device_id, holder)
         await session.close()
@@ -401,7 +405,7 @@ class ServerContext:
     async def _drain_and_release(self) -> None:
         await self.drain(self.settings.server.shutdown_grace_s)
         for session in list(self.sessions):
-            self.end_session(session, Ending.SERVER_SHUTDOWN)
+            self.endings.end(session, Ending.SERVER_SHUTDOWN)
 
     async def drain(self, grace_s: float) -> None:
         """Shutdown: refuse new sessions, give replies in flight ``grace_s`` to finish, be

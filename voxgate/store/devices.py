@@ -11,6 +11,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Select, select, update
@@ -195,6 +196,18 @@ class Devices:
                 .values(token_sha256=token_hash(token), pair_until=None)
             )
         return token if result.rowcount else None  # type: ignore[attr-defined]
+
+    async def revoked_among(self, device_ids: Collection[int]) -> set[int]:
+        """Which of these devices are revoked (or gone)."""
+        if not device_ids:
+            return set()
+        async with self._db.sessions() as session:
+            active = await session.scalars(
+                select(DeviceRow.id).where(
+                    DeviceRow.id.in_(list(device_ids)), DeviceRow.revoked_at.is_(None)
+                )
+            )
+            return set(device_ids) - set(active)
 
     async def revoke(self, name: str) -> bool:
         async with self._db.sessions.begin() as session:

@@ -297,7 +297,7 @@ async def _converse(
 
 async def _ended(ctx: ServerContext, adapter: ProtocolAdapter, session: VoiceSession) -> Close:
     """The server ended the session (the device was revoked, on any replica; a drain)."""
-    ending, detail = await ctx.end_requested(session)
+    ending, detail = await ctx.endings.requested(session)
     return adapter.close_for(ending, detail)
 
 
