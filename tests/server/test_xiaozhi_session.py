@@ -435,6 +435,34 @@ async def test_realtime_mode_barges_in_over_the_reply(tmp_path: Path) -> None:
         await board.close()
 
 
+@bounded(60)
+async def test_a_board_woken_by_its_own_wake_word_in_realtime_mode_can_barge_in(
+    tmp_path: Path,
+) -> None:
+    long_reply = ["word " * 60 + "end."]
+    fakes = Fakes(
+        stt=FakeSTT(["stop please"]),
+        llm=FakeLLM(long_reply, ["Okay."]),
+        tts=FakeTTS(ms_per_word=200),
+    )
+    async with xiaozhi_server(tmp_path, fakes) as rig:
+        board = FirmwareBoard(rig.address, MAC, mode="realtime")
+        await board.boot()
+        await board.open(listen=False)
+        # The firmware's wake word (ContinueWakeWordInvoke): detect without a mode, then the
+        # listen start that names it. The mode is realtime, not the auto of a mode-less listen.
+        await board.wake("hey voxgate")
+        await board.listen_start()
+        await board.wait_for(lambda: len(board.heard.audio) >= 5)
+        await board.say(speech(), trailing_silence_ms=1200)  # the user talks over the reply
+        await board.wait_for(lambda: len(board.heard.of("tts", "stop")) == 2)
+        first_reply_s = sum(len(pcm) for _, pcm in board.heard.audio) / 24_000
+        assert first_reply_s < 12  # cut well before its 12 s
+        assert fakes.llm.calls[0][-1].content == "hey voxgate"
+        assert board.heard.of("tts", "sentence_start")[-1]["text"] == "Okay."
+        await board.close()
+
+
 @bounded(40)
 async def test_the_assistants_goodbye_plays_out_before_the_close(tmp_path: Path) -> None:
     goodbye: list[Any] = ["Goodbye, talk to you soon.", ToolCall("end_session")]

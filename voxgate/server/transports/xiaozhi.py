@@ -4,8 +4,9 @@ hands out its URL and the device's token is :mod:`voxgate.server.transports.xiao
 A protocol adapter (:mod:`voxgate.server.transports.connection`) around
 :mod:`voxgate.protocols.xiaozhi`. The connection: the device's token (``Authorization: Bearer``,
 or the ``authorization``/``token`` query parameter), its hello within 10 s, the server's hello at
-once; then its first ``listen`` says the mode, which decides who ends turns: the server's VAD
-(auto, realtime) or the device's ``listen stop`` (manual). Barge-in is on only in realtime mode
+once; then the first ``listen`` that names a mode decides who ends turns: the server's VAD
+(auto, realtime) or the device's ``listen stop`` (manual). (The firmware's wake word sends
+``listen detect`` without a mode, then ``listen start`` with it: the detect waits for it.) Barge-in is on only in realtime mode
 (the device then keeps its microphone open while it speaks, with its AEC); ``abort`` stops the
 reply at once in every mode. ``listen detect`` (the device heard its wake word; xiaozhi-sdk also
 sends typed text this way) starts a turn with that text, as the reference server does. With
@@ -66,6 +67,9 @@ PATHS = ("/xiaozhi/v1/", "/xiaozhi/v1")
 HELLO_TIMEOUT_S = codec.HELLO_TIMEOUT_S
 FIRST_LISTEN_TIMEOUT_S = 10.0
 """The firmware sends ``listen`` right after the hello; a client that does not is in auto mode."""
+MODE_AFTER_DETECT_S = 2.0
+"""How long a ``listen detect`` without a mode waits for the ``listen start`` that names it (the
+firmware sends it right after its wake word's detect); then the session opens in auto mode."""
 VOLUME_TOOL = "self.audio_speaker.set_volume"
 TOOL_TIMEOUT_S = 5.0
 """A device tool that has not answered by then has failed (the reply goes on)."""
@@ -90,6 +94,9 @@ class XiaozhiAdapter(ProtocolAdapter):
         self.mode = ListenMode.AUTO
         self.listening = True
         self.first: Listen | None = None
+        """The first ``listen`` other than a mode-less ``detect``: it says the mode."""
+        self.detected: Listen | None = None
+        """A mode-less ``detect`` that came before it, replayed first when the session begins."""
         self.mcp = McpClient()
         self.wire: Wire | None = None
         self.prebuffer_s = 0.0
@@ -146,11 +153,19 @@ class XiaozhiAdapter(ProtocolAdapter):
         """The session, once the first ``listen`` says the mode (what comes before it, such as
         the wake word's own audio, is dropped, as the reference server drops it)."""
         assert self.wire is not None, "authenticate() keeps it"
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_LISTEN_TIMEOUT_S):
+            async with asyncio.timeout(FIRST_LISTEN_TIMEOUT_S) as deadline:
                 while self.first is None:
                     inbound = self._take(await self.wire.receive())
-                    if isinstance(inbound, Listen):
+                    if not isinstance(inbound, Listen):
+                        continue
+                    if inbound.state is ListenState.DETECT and inbound.mode is None:
+                        # The board's own wake word: its mode comes in the listen start after.
+                        self.detected = inbound
+                        soon = loop.time() + MODE_AFTER_DETECT_S
+                        deadline.reschedule(min(deadline.when() or soon, soon))
+                    else:
                         self.first = inbound
         if self.first is not None and self.first.mode is not None:
             self.mode = self.first.mode
@@ -178,8 +193,9 @@ class XiaozhiAdapter(ProtocolAdapter):
         hello = self.connection.hello
         if hello is not None and hello.mcp:
             await wire.send(mcp_message(self.session_id, self.mcp.initialize()))
-        if self.first is not None:
-            await self._listen(session, self.first)
+        for early in (self.detected, self.first):  # in the order the board sent them
+            if early is not None:
+                await self._listen(session, early)
 
     def encoder(self, session: VoiceSession) -> EventEncoder:
         return XiaozhiEncoder(self.session_id, self.connection.version)
