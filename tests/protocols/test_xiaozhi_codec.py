@@ -457,3 +457,76 @@ def test_mcp_ignores_what_answers_nothing_and_survives_a_failed_list() -> None:
     assert client.receive({"jsonrpc": "2.0", "method": "notifications/x"}).send == []
     step = client.receive({"jsonrpc": "2.0", "id": 1, "error": {"message": "no"}})
     assert step.tools_ready and client.tools == []
+
+
+def _listed_client() -> McpClient:
+    """A client whose ``tools/list`` (id 2) is the next request answered."""
+    client = McpClient()
+    client.initialize()
+    client.receive({"jsonrpc": "2.0", "id": 1, "result": {"capabilities": {"tools": {}}}})
+    return client
+
+
+def test_mcp_asks_a_device_that_keeps_paging_for_ten_pages_at_most() -> None:
+    client = _listed_client()
+    asked = []
+    request_id = 2
+    for page in range(1, 100):
+        step = client.receive(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": {
+                    "tools": [{"name": f"self.t{page}", "inputSchema": {"type": "object"}}],
+                    "nextCursor": "again",
+                },
+            }
+        )
+        if not step.send:
+            break
+        assert step.send == [
+            {
+                "jsonrpc": "2.0",
+                "id": request_id + 1,
+                "method": "tools/list",
+                "params": {"cursor": "again"},
+            }
+        ]
+        asked.append(page)
+        request_id += 1
+    assert asked == list(range(1, 10))  # the tenth page is the last
+    assert step.tools_ready and step.cut_short and step.dropped == [] and client.ready
+    assert [t.name for t in client.tools] == [f"self.t{page}" for page in range(1, 11)]
+
+
+def test_mcp_keeps_64_tools_says_which_it_dropped_and_lists_each_name_once() -> None:
+    client = _listed_client()
+    names = ["self.a", "self.a", "self_a"] + [f"self.t{n}" for n in range(70)]
+    page = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "result": {"tools": [{"name": name} for name in names], "nextCursor": "more"},
+    }
+    step = client.receive(page)
+    # self.a once (self_a is the same name to the LLM), then 63 more; the device is not asked
+    # for further pages once the list is full.
+    assert [t.name for t in client.tools] == ["self.a"] + [f"self.t{n}" for n in range(63)]
+    assert step.dropped == [f"self.t{n}" for n in range(63, 70)]
+    assert step.send == [] and step.tools_ready and step.cut_short
+    assert client.tool_named("self_a") is client.tool_named("self.a") is client.tools[0]
+    assert client.tool_named("self_t69") is None
+
+
+def test_mcp_forgets_a_call_that_timed_out() -> None:
+    client = _listed_client()
+    client.receive({"jsonrpc": "2.0", "id": 2, "result": {"tools": [{"name": "self.light"}]}})
+    tool = client.tool_named("self.light")
+    assert tool is not None
+    request_id, _ = client.call(tool, {})
+    client.forget(request_id)
+    late = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"text": "on"}]}}
+    assert client.receive(late).result is None  # the answer after the timeout is ignored
+    kept, _ = client.call(tool, {})
+    client.forget(request_id + 99)  # an id never sent: nothing happens
+    answer = {"jsonrpc": "2.0", "id": kept, "result": {"content": [{"text": "on"}]}}
+    assert client.receive(answer).result == xiaozhi_mcp_result(kept, "on", False)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -32,6 +32,7 @@ from voxgate.pipeline import Engines
 from voxgate.pipeline.engines import LimitedLLM, LimitedSTT, LimitedTTS
 from voxgate.providers.openai_llm import OpenAICompatibleLLM, OpenAILLMSettings
 from voxgate.server.transports import xiaozhi as xiaozhi_transport
+from voxgate.server.transports.connection import Wire
 from voxgate.store import Store
 
 MAC = "AA:BB:CC:DD:EE:01"
@@ -487,3 +488,27 @@ async def test_the_devices_volume_setting_is_set_on_the_board(tmp_path: Path) ->
             {"name": "self.audio_speaker.set_volume", "arguments": {"volume": 35}}
         ]
         await board.close()
+
+
+@bounded(10)
+async def test_a_tool_call_the_device_never_answers_is_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(xiaozhi_transport, "TOOL_TIMEOUT_S", 0.05)
+    sent: list[dict[str, Any]] = []
+
+    class SilentDevice:
+        """The adapter's wire to a device that never answers a tools/call."""
+
+        async def send(self, data: str | bytes) -> None:
+            sent.append(json.loads(data)["payload"])
+
+    adapter = xiaozhi_transport.XiaozhiAdapter()
+    adapter.wire = cast(Wire, SilentDevice())
+    adapter.mcp.initialize()
+    adapter.mcp.receive({"jsonrpc": "2.0", "id": 1, "result": {}})
+    adapter.mcp.receive({"jsonrpc": "2.0", "id": 2, "result": {"tools": [{"name": "self.light"}]}})
+    answer = await adapter.call_tool(ToolCall("self_light"))
+    assert answer == "error: the device did not answer self.light in time"
+    late = {"jsonrpc": "2.0", "id": sent[-1]["id"], "result": {"content": [{"text": "on"}]}}
+    assert adapter.mcp.receive(late).result is None  # no longer waited for

@@ -8,6 +8,9 @@ then reach the LLM under names OpenAI-style APIs accept (``self.audio_speaker.se
 firmware: ids must be numbers (it drops a request with any other id), its error objects have no
 ``code``, and ``initialize`` must carry ``capabilities.vision`` (xiaozhi-sdk reads its ``url``
 and ``token`` unconditionally; voxgate has no image endpoint, so both are empty).
+
+A device is asked for at most :data:`MAX_LIST_PAGES` pages and keeps at most :data:`MAX_TOOLS`
+tools (the firmware has about 15): one that keeps sending ``nextCursor`` is not asked forever.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 PROTOCOL_VERSION = "2024-11-05"
 CLIENT_NAME = "voxgate"
 _LLM_NAME = re.compile(r"[^A-Za-z0-9_-]")
+MAX_LIST_PAGES = 10
+MAX_TOOLS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,10 @@ class McpStep:
     result: CallResult | None = None
     tools_ready: bool = False
     """The tool list is complete (``tools``)."""
+    dropped: list[str] = field(default_factory=list)
+    """Tools this page listed over :data:`MAX_TOOLS` (not offered)."""
+    cut_short: bool = False
+    """The device had more pages but was not asked for them (the page or tool cap)."""
 
 
 def llm_name(name: str) -> str:
@@ -62,6 +71,8 @@ class McpClient:
         self._ids = itertools.count(1)
         self._waiting: dict[int, str] = {}  # request id -> method
         self.tools: list[DeviceTool] = []
+        self._named: dict[str, DeviceTool] = {}  # by device name and by LLM name
+        self._pages = 0
         self.ready = False
 
     def initialize(self) -> dict[str, Any]:
@@ -79,9 +90,13 @@ class McpClient:
         payload = self._request("tools/call", {"name": tool.name, "arguments": arguments})
         return payload["id"], payload
 
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for ``request_id`` (a call that timed out): a late answer is ignored."""
+        self._waiting.pop(request_id, None)
+
     def tool_named(self, name: str) -> DeviceTool | None:
         """The tool by its device name or its LLM name."""
-        return next((t for t in self.tools if name in (t.name, t.llm_name)), None)
+        return self._named.get(name)
 
     def receive(self, payload: dict[str, Any]) -> McpStep:
         """A payload from the device. Anything that answers no request of ours is ignored (the
@@ -106,16 +121,26 @@ class McpClient:
         return self._listed(result)
 
     def _listed(self, result: dict[str, Any]) -> McpStep:
+        self._pages += 1
+        dropped: list[str] = []
         tools = result.get("tools")
         for item in tools if isinstance(tools, list) else []:
             tool = _tool(item)
-            if tool is not None and self.tool_named(tool.name) is None:
-                self.tools.append(tool)
+            # Two names the LLM would see as one are one tool (the first listed).
+            if tool is None or tool.name in self._named or tool.llm_name in self._named:
+                continue
+            if len(self.tools) >= MAX_TOOLS:
+                dropped.append(tool.name)
+                continue
+            self.tools.append(tool)
+            self._named[tool.name] = self._named[tool.llm_name] = tool
         cursor = result.get("nextCursor")
-        if isinstance(cursor, str) and cursor:
-            return McpStep(send=[self._request("tools/list", {"cursor": cursor})])
+        more = isinstance(cursor, str) and bool(cursor)
+        if more and self._pages < MAX_LIST_PAGES and len(self.tools) < MAX_TOOLS:
+            request = self._request("tools/list", {"cursor": cursor})
+            return McpStep(send=[request], dropped=dropped)
         self.ready = True
-        return McpStep(tools_ready=True)
+        return McpStep(tools_ready=True, dropped=dropped, cut_short=more)
 
     def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         request_id = next(self._ids)

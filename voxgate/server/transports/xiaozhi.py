@@ -264,6 +264,14 @@ class XiaozhiAdapter(ProtocolAdapter):
             waiting = self._calls.pop(step.result.request_id, None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(step.result)
+        if step.dropped or step.cut_short:
+            logger.warning(
+                "xiaozhi board %s lists too many tools: kept %d%s%s",
+                self.device_name,
+                len(self.mcp.tools),
+                f", dropped {step.dropped[:8]} ({len(step.dropped)})" if step.dropped else "",
+                ", did not ask for its further pages" if step.cut_short else "",
+            )
         if step.tools_ready and self.mcp.tools:
             specs = [ToolSpec(t.llm_name, t.description, t.input_schema) for t in self.mcp.tools]
             offered = session.offer_tools(specs, self.call_tool)
@@ -300,6 +308,7 @@ class XiaozhiAdapter(ProtocolAdapter):
             return f"error: the device did not answer {tool.name} in time"
         finally:
             self._calls.pop(request_id, None)
+            self.mcp.forget(request_id)
         logger.info(
             "xiaozhi board %s: %s(%s) -> %s",
             self.device_name,
