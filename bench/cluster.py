@@ -34,22 +34,14 @@ from bench.harness import STANDIN_ENGINES
 # The bench needs a PostgreSQL of its own, as the tests do (Debian's, in a temporary directory).
 from tests.postgres_server import throwaway_postgres
 
-ENV = {
-    "VOXGATE_SERVER__CONNECTIONS_PER_MINUTE": "5",
-    "VOXGATE_SERVER__MAX_SESSIONS_PER_DEVICE": "2",
-    "VOXGATE_SERVER__TURNS_PER_MINUTE": "100",
-    "VOXGATE_SERVER__TOKEN_REQUESTS_PER_MINUTE": "1000",
-    "VOXGATE_SERVER__SHUTDOWN_GRACE_S": "2",
-    "VOXGATE_REDIS__HEARTBEAT_S": "1",
-    "VOXGATE_REDIS__PRESENCE_TTL_S": "5",
-}
-
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"command": args.command_line}
     with throwaway_postgres() as database_url, throwaway_redis() as redis_url:
         started = time.monotonic()
-        async with cluster(database_url, redis_url, {**STANDIN_ENGINES, **ENV}) as made:
+        async with cluster(
+            database_url, redis_url, {**STANDIN_ENGINES, **scenarios.LIMITS}
+        ) as made:
             results["start_s"] = round(time.monotonic() - started, 1)
             print(f"3 replicas and HAProxy ready in {results['start_s']} s", flush=True)
             results["migrations"] = scenarios.migrations(made)

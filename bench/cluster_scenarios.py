@@ -20,6 +20,17 @@ from bench.cluster_devices import Admin, spoken_tone
 from bench.cluster_harness import Cluster
 from bench.conversations import RATE_HZ
 
+LIMITS = {
+    "VOXGATE_SERVER__CONNECTIONS_PER_MINUTE": "5",
+    "VOXGATE_SERVER__MAX_SESSIONS_PER_DEVICE": "2",
+    "VOXGATE_SERVER__TURNS_PER_MINUTE": "100",
+    "VOXGATE_SERVER__TOKEN_REQUESTS_PER_MINUTE": "1000",
+    "VOXGATE_SERVER__SHUTDOWN_GRACE_S": "2",
+    "VOXGATE_REDIS__HEARTBEAT_S": "1",
+    "VOXGATE_REDIS__PRESENCE_TTL_S": "5",
+}
+"""The replicas' limits the scenarios count on (5 connections a minute, 2 sessions a device)."""
+
 MIGRATED = "migrated the database from None"
 """What a replica logs when it migrated an empty database."""
 

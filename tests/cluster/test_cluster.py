@@ -19,22 +19,14 @@ from tests.postgres_server import PostgresServer, fresh_database
 
 pytestmark = pytest.mark.cluster
 
-LIMITS = {
-    "VOXGATE_SERVER__CONNECTIONS_PER_MINUTE": "5",
-    "VOXGATE_SERVER__MAX_SESSIONS_PER_DEVICE": "2",
-    "VOXGATE_SERVER__TURNS_PER_MINUTE": "100",
-    "VOXGATE_SERVER__TOKEN_REQUESTS_PER_MINUTE": "1000",
-    "VOXGATE_SERVER__SHUTDOWN_GRACE_S": "2",
-    "VOXGATE_REDIS__HEARTBEAT_S": "1",
-    "VOXGATE_REDIS__PRESENCE_TTL_S": "5",
-}
-
 
 @pytest.fixture(scope="module")
 async def replicas(postgres_server: PostgresServer, redis_url: str) -> AsyncIterator[Cluster]:
     async with fresh_database(postgres_server) as database_url:
         try:
-            async with cluster(database_url, redis_url, {**STANDIN_ENGINES, **LIMITS}) as made:
+            async with cluster(
+                database_url, redis_url, {**STANDIN_ENGINES, **scenarios.LIMITS}
+            ) as made:
                 yield made
         except ClusterError as exc:
             if os.environ.get("VOXGATE_REQUIRE_REDIS") == "1":
