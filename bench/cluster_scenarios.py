@@ -66,15 +66,21 @@ async def close_open() -> None:
         await OPEN.pop().close()
 
 
+async def device_token(made: Cluster, name: str) -> str:
+    """A new device added through the balancer's admin API; its token."""
+    admin = Admin(made.balancer, made.admin_token)
+    try:
+        _, token = await admin.add_device(name)
+    finally:
+        await admin.close()
+    return token
+
+
 async def connection_limit_across_replicas(
     made: Cluster, attempts_per_replica: int
 ) -> dict[str, Any]:
     """One device connects to each replica directly, in turn: how many got in."""
-    admin = Admin(made.balancer, made.admin_token)
-    try:
-        _, token = await admin.add_device("limited")
-    finally:
-        await admin.close()
+    token = await device_token(made, "limited")
     live = [replica for replica in made.replicas if replica.alive]
     outcomes = []
     for _ in range(attempts_per_replica):
@@ -88,11 +94,7 @@ async def connection_limit_across_replicas(
 
 async def session_cap_across_replicas(made: Cluster) -> dict[str, Any]:
     """One device opens sessions on every replica and keeps them: how many are held."""
-    admin = Admin(made.balancer, made.admin_token)
-    try:
-        _, token = await admin.add_device("capped")
-    finally:
-        await admin.close()
+    token = await device_token(made, "capped")
     live = [replica for replica in made.replicas if replica.alive]
     outcomes = []
     overviews = {}
@@ -184,11 +186,7 @@ async def revoke_across_replicas(made: Cluster, on: str, revoke_via: str) -> dic
 async def chunks_spread_over_replicas(made: Cluster, sessions: int = 3) -> dict[str, Any]:
     """Chunked HTTP sessions whose chunks go to every live replica in turn (as a balancer
     without stickiness would send them): each final chunk's answer."""
-    admin = Admin(made.balancer, made.admin_token)
-    try:
-        _, token = await admin.add_device("chunky")
-    finally:
-        await admin.close()
+    token = await device_token(made, "chunky")
     live = [replica for replica in made.replicas if replica.alive]
     clients = [
         httpx.AsyncClient(
